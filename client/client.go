@@ -1,0 +1,256 @@
+// Package client submits batches to fanout coordinators and reads their
+// progress and aggregates. It needs only a NATS connection.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// Wire types, shared with the coordinator (see docs/protocol.md).
+type (
+	BatchRequest  = messages.BatchRequest
+	StepSpec      = messages.StepSpec
+	Options       = messages.Options
+	Duration      = messages.Duration
+	FailurePolicy = messages.FailurePolicy
+	SubmitReply   = messages.SubmitReply
+	Progress      = messages.Progress
+	Aggregate     = messages.Aggregate
+	ItemResult    = messages.ItemResult
+	Status        = messages.Status
+	// Error is a coordinator's refusal: Code is one of the Code constants.
+	Error = messages.Error
+)
+
+// Batch statuses.
+const (
+	StatusRunning   = messages.StatusRunning
+	StatusCompleted = messages.StatusCompleted
+	StatusFailed    = messages.StatusFailed
+	StatusCanceled  = messages.StatusCanceled
+	StatusTimedOut  = messages.StatusTimedOut
+)
+
+// Error codes a coordinator answers with.
+const (
+	CodeInvalidJSON     = messages.CodeInvalidJSON
+	CodeInvalidRequest  = messages.CodeInvalidRequest
+	CodeUnknownActivity = messages.CodeUnknownActivity
+	CodeTooLarge        = messages.CodeTooLarge
+	CodeNotFound        = messages.CodeNotFound
+	CodeUnsupported     = messages.CodeUnsupported
+	CodeUnavailable     = messages.CodeUnavailable
+	CodeInternal        = messages.CodeInternal
+)
+
+// ErrNoCoordinator is returned when no coordinator answers a request.
+var ErrNoCoordinator = errors.New("no fanout coordinator is answering (is one running with the same prefix?)")
+
+// ErrInvalidOption is wrapped by options that reject their value.
+var ErrInvalidOption = errors.New("invalid client option")
+
+// Client talks to fanout coordinators.
+type Client struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	names   messages.Names
+	timeout time.Duration
+	log     zerolog.Logger
+}
+
+// Option configures a Client.
+type Option func(*Client) error
+
+// WithPrefix sets the subject prefix (default "fanout").
+func WithPrefix(prefix string) Option {
+	return func(c *Client) error {
+		n, err := messages.NewNames(prefix)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		}
+		c.names = n
+		return nil
+	}
+}
+
+// WithRequestTimeout bounds each request when the context has no deadline
+// (default 10s).
+func WithRequestTimeout(d time.Duration) Option {
+	return func(c *Client) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: request timeout %s must be positive", ErrInvalidOption, d)
+		}
+		c.timeout = d
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l zerolog.Logger) Option {
+	return func(c *Client) error { c.log = l; return nil }
+}
+
+// New makes a client on an established connection; it does not close nc.
+func New(nc *nats.Conn, opts ...Option) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{nc: nc, js: js, names: messages.MustNames(messages.DefaultPrefix), timeout: 10 * time.Second, log: zerolog.Nop()}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// request sends a request and decodes the reply into out, or returns the
+// coordinator's *Error.
+func (c *Client) request(ctx context.Context, subject string, body any, out any) error {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
+	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return ErrNoCoordinator
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", subject, err)
+	}
+	return decodeReply(msg.Data, out)
+}
+
+func decodeReply(data []byte, out any) error {
+	var er messages.ErrorReply
+	if json.Unmarshal(data, &er) == nil && er.Error != nil {
+		return er.Error
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode reply: %w", err)
+	}
+	return nil
+}
+
+// Submit sends a batch. The batch is stored durably when Submit returns
+// without error. A refused batch returns an *Error.
+func (c *Client) Submit(ctx context.Context, req BatchRequest) (*SubmitReply, error) {
+	var r SubmitReply
+	if err := c.request(ctx, c.names.Submit(), req, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Status returns a batch's progress; an *Error with CodeNotFound if there
+// is no such batch.
+func (c *Client) Status(ctx context.Context, batchID string) (*Progress, error) {
+	var p Progress
+	if err := c.request(ctx, c.names.Status(), messages.BatchRef{BatchID: batchID}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Cancel ends a running batch and returns its state after the cancel.
+func (c *Client) Cancel(ctx context.Context, batchID string) (*Progress, error) {
+	var p Progress
+	if err := c.request(ctx, c.names.Cancel(), messages.BatchRef{BatchID: batchID}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Wait blocks until the batch's aggregate is published and returns it, with
+// Results filled in item order (read from the object store when the batch
+// was too large for one message). onProgress, if not nil, is called with
+// each progress event until then. A batch that finished long ago is
+// returned at once.
+func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progress)) (*Aggregate, error) {
+	if !messages.ValidToken(batchID) {
+		return nil, messages.Errorf(messages.CodeInvalidRequest, "batch_id: %q is not a batch id", batchID)
+	}
+	if onProgress != nil {
+		sub, err := c.nc.Subscribe(c.names.Progress(batchID), func(m *nats.Msg) {
+			var p Progress
+			if json.Unmarshal(m.Data, &p) == nil {
+				onProgress(p)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	cons, err := c.js.OrderedConsumer(ctx, c.names.DoneStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{c.names.Done(batchID)},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	msg, err := it.Next()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	var agg Aggregate
+	if err := json.Unmarshal(msg.Data(), &agg); err != nil {
+		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
+	}
+	if agg.ResultsRef != nil {
+		if agg.Results, err = c.loadResults(ctx, agg.ResultsRef); err != nil {
+			return &agg, err
+		}
+	}
+	return &agg, nil
+}
+
+func (c *Client) loadResults(ctx context.Context, ref *messages.ObjectRef) ([]ItemResult, error) {
+	obs, err := c.js.ObjectStore(ctx, ref.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("results object store %s: %w", ref.Bucket, err)
+	}
+	data, err := obs.GetBytes(ctx, ref.Name)
+	if err != nil {
+		return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
+	}
+	var out []ItemResult
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	for sc.Scan() {
+		var r ItemResult
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,107 @@
+package aggregate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// Results gathers the per-item results of a batch in item order.
+type Results struct {
+	items []messages.ItemResult
+	have  []bool
+}
+
+// NewResults makes room for total items.
+func NewResults(total int) *Results {
+	return &Results{items: make([]messages.ItemResult, total), have: make([]bool, total)}
+}
+
+// Add records one item's result; out-of-range items are ignored.
+func (r *Results) Add(res *messages.ResultMessage, item int) {
+	if item < 0 || item >= len(r.items) {
+		return
+	}
+	r.items[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
+	r.have[item] = true
+}
+
+// Final returns all results in item order; items without a result are
+// marked not run with the given reason.
+func (r *Results) Final(reason string) []messages.ItemResult {
+	for i := range r.items {
+		if !r.have[i] {
+			r.items[i] = messages.ItemResult{Item: i, NotRun: true, Error: "not run: " + reason}
+		}
+	}
+	return r.items
+}
+
+// ReadResults reads a batch's results from the results stream in stream
+// order, up to and including sequence lastSeq, into r.
+func ReadResults(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, r *Results) error {
+	if lastSeq == 0 {
+		return nil
+	}
+	cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{n.ResultBatchFilter(batch)},
+	})
+	if err != nil {
+		return fmt.Errorf("read results of %s: %w", batch, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return fmt.Errorf("read results of %s: %w", batch, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read results of %s: %w", batch, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("read results of %s: %w", batch, err)
+		}
+		if meta.Sequence.Stream > lastSeq {
+			return nil
+		}
+		if _, item, ok := n.ParseResultSubject(msg.Subject()); ok {
+			var res messages.ResultMessage
+			if json.Unmarshal(msg.Data(), &res) == nil {
+				r.Add(&res, item)
+			} else {
+				r.Add(&messages.ResultMessage{Error: "result message was not valid JSON"}, item)
+			}
+		}
+		if meta.Sequence.Stream == lastSeq || meta.NumPending == 0 {
+			return nil
+		}
+	}
+}
+
+// Build assembles the aggregate of a finished state.
+func Build(st *messages.BatchState, results []messages.ItemResult, now time.Time) *messages.Aggregate {
+	agg := &messages.Aggregate{
+		BatchID: st.BatchID, Activity: st.Activity, Status: st.Status, Reason: st.Reason,
+		Total: st.Total, Succeeded: st.Succeeded, Failed: st.Failed,
+		NotRun:    st.Total - st.Succeeded - st.Failed,
+		Results:   results,
+		StartedAt: st.CreatedAt, FinishedAt: st.FinishedAt,
+	}
+	if agg.FinishedAt.IsZero() {
+		agg.FinishedAt = now
+	}
+	agg.DurationMS = float64(agg.FinishedAt.Sub(agg.StartedAt).Microseconds()) / 1000
+	return agg
+}

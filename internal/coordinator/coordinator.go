@@ -1,0 +1,344 @@
+// Package coordinator accepts batches, drives each through its window of
+// published items, counts results exactly once into the batch state and
+// publishes the aggregate. Several coordinators may run against one NATS
+// deployment: requests are shared through a queue group, and each batch is
+// driven by the one coordinator that holds its token.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/aggregate"
+	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
+)
+
+// Config configures a coordinator. Zero values take the defaults named on
+// each field.
+type Config struct {
+	// Conn is an established connection to use. When nil, the coordinator
+	// connects to URL with ConnectOptions and closes the connection on Stop.
+	Conn           *nats.Conn
+	URL            string // default nats.DefaultURL
+	ConnectOptions []nats.Option
+
+	Prefix   string          // subject prefix, default "fanout"
+	Name     string          // this coordinator's name in logs and state, default host-random
+	Topology topology.Config // replicas, storage, retention
+
+	// Lease is how long a batch stays with a coordinator that stopped
+	// answering before another takes it over (the token's AckWait).
+	// Default 10s.
+	Lease time.Duration
+	// MaxBatches is how many batches this coordinator drives at once.
+	// Default 1000.
+	MaxBatches int
+	// MaxItems is the most items one batch may have. Default 1,000,000.
+	MaxItems int
+	// CheckpointInterval is the longest time counted results stay
+	// unsaved; CheckpointEvery the most results between checkpoints.
+	// Defaults 100ms and 1000.
+	CheckpointInterval time.Duration
+	CheckpointEvery    int
+	// ProgressInterval throttles progress events. Default 250ms.
+	ProgressInterval time.Duration
+	// InMemoryResults is the largest batch whose per-item results are kept
+	// in memory while it runs; larger ones are read back from the results
+	// stream when they finish. Default 10,000.
+	InMemoryResults int
+
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.URL == "" {
+		c.URL = nats.DefaultURL
+	}
+	if c.Prefix == "" {
+		c.Prefix = messages.DefaultPrefix
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		c.Name = host + "-" + uuid.NewString()[:8]
+	}
+	if c.Lease == 0 {
+		c.Lease = 10 * time.Second
+	}
+	if c.MaxBatches == 0 {
+		c.MaxBatches = 1000
+	}
+	if c.MaxItems == 0 {
+		c.MaxItems = 1_000_000
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 100 * time.Millisecond
+	}
+	if c.CheckpointEvery == 0 {
+		c.CheckpointEvery = 1000
+	}
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = 250 * time.Millisecond
+	}
+	if c.InMemoryResults == 0 {
+		c.InMemoryResults = 10_000
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Lease < 100*time.Millisecond:
+		return fmt.Errorf("lease %s: must be at least 100ms", c.Lease)
+	case c.MaxBatches < 1:
+		return fmt.Errorf("max batches %d: must be at least 1", c.MaxBatches)
+	case c.MaxItems < 1:
+		return fmt.Errorf("max items %d: must be at least 1", c.MaxItems)
+	case c.CheckpointInterval < time.Millisecond || c.CheckpointEvery < 1:
+		return fmt.Errorf("checkpoint interval %s / every %d: must be positive", c.CheckpointInterval, c.CheckpointEvery)
+	}
+	return nil
+}
+
+// Coordinator is one coordinator process's engine.
+type Coordinator struct {
+	cfg   Config
+	names messages.Names
+	log   zerolog.Logger
+
+	nc      *nats.Conn
+	ownConn bool
+	js      jetstream.JetStream
+	stores  *topology.Handles
+	state   *aggregate.Store
+	limits  messages.Limits
+
+	activities sync.Map // activity name -> time it was last seen to exist
+
+	mu      sync.Mutex
+	drivers map[string]*driver
+	subs    []*nats.Subscription
+	tokens  jetstream.MessagesContext
+
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
+	stopped   chan struct{}
+}
+
+// New checks the configuration. Start connects and begins work.
+func New(cfg Config) (*Coordinator, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("coordinator config: %w", err)
+	}
+	names, err := messages.NewNames(cfg.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator config: %w", err)
+	}
+	return &Coordinator{
+		cfg: cfg, names: names,
+		log:     cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
+		drivers: map[string]*driver{},
+		stopped: make(chan struct{}),
+	}, nil
+}
+
+// Run starts a coordinator and blocks until ctx is done, then stops it.
+func Run(ctx context.Context, cfg Config) error {
+	c, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.Stop(stopCtx)
+}
+
+// Start connects, creates the streams and bucket, and begins serving
+// requests and driving batches. It returns once the coordinator is ready.
+func (c *Coordinator) Start(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	c.nc = c.cfg.Conn
+	if c.nc == nil {
+		opts := append([]nats.Option{nats.Name("fanout-coordinator " + c.cfg.Name), nats.MaxReconnects(-1)}, c.cfg.ConnectOptions...)
+		nc, err := nats.Connect(c.cfg.URL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", c.cfg.URL, err)
+		}
+		c.nc, c.ownConn = nc, true
+	}
+	js, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return c.fail(err)
+	}
+	c.js = js
+	topo := c.cfg.Topology
+	topo.Update = true
+	c.stores, err = topology.Ensure(ctx, js, c.names, topo)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.state = aggregate.NewStore(c.stores.Batches)
+	retention := c.cfg.Topology.Retention
+	if retention == 0 {
+		retention = topology.DefaultRetention
+	}
+	c.limits = messages.Limits{MaxItems: c.cfg.MaxItems, MaxTimeout: retention}
+
+	tokens, err := c.stores.Control.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       c.names.CoordinatorConsumer(),
+		Description:   "fanout coordinators: batch tokens, held while a batch runs",
+		FilterSubject: c.names.TokenAll(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.Lease,
+		MaxDeliver:    -1,
+		MaxAckPending: -1,
+	})
+	if err != nil {
+		return c.fail(fmt.Errorf("coordinator consumer: %w", err))
+	}
+
+	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
+	for subj, h := range map[string]nats.MsgHandler{
+		c.names.Submit(): c.handleSubmit,
+		c.names.Status(): c.handleStatus,
+		c.names.Cancel(): c.handleCancel,
+	} {
+		sub, err := c.nc.QueueSubscribe(subj, c.names.CoordinatorQueue(), h)
+		if err != nil {
+			return c.fail(err)
+		}
+		c.subs = append(c.subs, sub)
+	}
+	poke, err := c.nc.Subscribe(c.names.PokeAll(), c.handlePoke)
+	if err != nil {
+		return c.fail(err)
+	}
+	c.subs = append(c.subs, poke)
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		return c.fail(err)
+	}
+
+	// Pull few tokens ahead: a token waiting in this process's buffer is a
+	// batch no other coordinator can start.
+	it, err := tokens.Messages(jetstream.PullMaxMessages(2))
+	if err != nil {
+		return c.fail(err)
+	}
+	c.tokens = it
+	c.wg.Add(1)
+	go c.takeTokens()
+	c.log.Info().Str("prefix", c.cfg.Prefix).Dur("lease", c.cfg.Lease).Msg("coordinator started")
+	return nil
+}
+
+func (c *Coordinator) fail(err error) error {
+	if c.ownConn && c.nc != nil {
+		c.nc.Close()
+	}
+	return err
+}
+
+// takeTokens hands each batch token to a driver, at most MaxBatches at once.
+func (c *Coordinator) takeTokens() {
+	defer c.wg.Done()
+	slots := make(chan struct{}, c.cfg.MaxBatches)
+	for {
+		select {
+		case slots <- struct{}{}:
+		case <-c.runCtx.Done():
+			return
+		}
+		msg, err := c.tokens.Next()
+		if err != nil {
+			<-slots
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || c.runCtx.Err() != nil {
+				return
+			}
+			c.log.Warn().Err(err).Msg("reading batch tokens")
+			continue
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer func() { <-slots }()
+			c.drive(c.runCtx, msg)
+		}()
+	}
+}
+
+// Stop stops taking requests and batches. Batches being driven are
+// checkpointed and handed back at once, so another coordinator resumes
+// them. A second Stop is harmless.
+func (c *Coordinator) Stop(ctx context.Context) error {
+	var err error
+	c.stopOnce.Do(func() {
+		defer close(c.stopped)
+		if c.runCtx == nil {
+			return
+		}
+		for _, s := range c.subs {
+			_ = s.Unsubscribe()
+		}
+		c.tokens.Stop()
+		c.cancelRun()
+		done := make(chan struct{})
+		go func() { c.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("coordinator stop: %w", ctx.Err())
+		}
+		if c.ownConn {
+			_ = c.nc.Drain()
+		}
+		c.log.Info().Msg("coordinator stopped")
+	})
+	return err
+}
+
+// Stopped is closed when Stop has finished.
+func (c *Coordinator) Stopped() <-chan struct{} { return c.stopped }
+
+func (c *Coordinator) register(d *driver) {
+	c.mu.Lock()
+	c.drivers[d.batch] = d
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) unregister(d *driver) {
+	c.mu.Lock()
+	if c.drivers[d.batch] == d {
+		delete(c.drivers, d.batch)
+	}
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) handlePoke(m *nats.Msg) {
+	batch := m.Subject[len(c.names.Poke("")):]
+	c.mu.Lock()
+	d := c.drivers[batch]
+	c.mu.Unlock()
+	if d != nil {
+		d.poke()
+	}
+}

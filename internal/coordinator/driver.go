@@ -1,0 +1,606 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/aggregate"
+	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
+)
+
+// errLost means another coordinator took the batch over: stop touching it.
+var errLost = errors.New("batch taken over by another coordinator")
+
+// errSettled means the token needs no driving (finished, or a duplicate).
+var errSettled = errors.New("token settled")
+
+// driver runs one batch: it publishes items through the window, counts
+// results in results-stream order, checkpoints, and finishes the batch.
+// All fields are owned by the driver's goroutine.
+type driver struct {
+	c     *Coordinator
+	batch string
+	log   zerolog.Logger
+	tok   jetstream.Msg
+
+	req   messages.BatchRequest
+	st    *messages.BatchState
+	rev   uint64
+	epoch uint64
+
+	// results holds per-item results while the batch runs, when it is small
+	// enough and this driver has seen every result; nil otherwise.
+	results *aggregate.Results
+
+	next         int          // next item to publish
+	pending      []pendingPub // publishes not yet acknowledged, in item order
+	sinceSave    int          // results counted since the last checkpoint
+	dirty        bool
+	lastProgress time.Time
+	pokes        chan struct{}
+	resultsIn    chan jetstream.Msg
+	stopResults  func() // stops reading results; safe to call twice
+}
+
+type pendingPub struct {
+	item int
+	msg  *nats.Msg
+	fut  jetstream.PubAckFuture
+}
+
+func (d *driver) poke() {
+	select {
+	case d.pokes <- struct{}{}:
+	default:
+	}
+}
+
+// drive takes a batch token and runs the batch to its end, or until the
+// coordinator stops or loses the batch.
+func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
+	batch, ok := c.names.BatchFromToken(tok.Subject())
+	if !ok {
+		c.log.Warn().Str("subject", tok.Subject()).Msg("removing a malformed batch token")
+		_ = tok.TermWithReason("not a batch token")
+		return
+	}
+	meta, err := tok.Metadata()
+	if err != nil {
+		c.log.Warn().Err(err).Str("batch_id", batch).Msg("token without metadata")
+		return
+	}
+	d := &driver{
+		c: c, batch: batch, tok: tok,
+		log:         c.log.With().Str("batch_id", batch).Logger(),
+		pokes:       make(chan struct{}, 1),
+		resultsIn:   make(chan jetstream.Msg, 1024),
+		stopResults: func() {},
+	}
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	go d.heartbeat(hbCtx)
+
+	c.register(d)
+	defer c.unregister(d)
+
+	err = d.load(ctx, meta.Sequence.Stream, meta.NumDelivered)
+	if err == nil {
+		err = d.run(ctx)
+	}
+	switch {
+	case err == nil, errors.Is(err, errSettled):
+	case errors.Is(err, errLost):
+		d.log.Warn().Msg("batch taken over by another coordinator; letting go")
+	case ctx.Err() != nil:
+		// Shutting down: hand the batch back at once instead of after a lease.
+		_ = tok.Nak()
+		d.log.Info().Msg("batch handed back on shutdown")
+	default:
+		// Let the lease expire so the batch is retried, here or elsewhere.
+		d.log.Error().Err(err).Msg("driving batch failed; it will be resumed after the lease")
+	}
+}
+
+// heartbeat keeps the token (the batch's lease) while the driver lives.
+func (d *driver) heartbeat(ctx context.Context) {
+	t := time.NewTicker(d.c.cfg.Lease / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.tok.InProgress(); err != nil {
+				d.log.Warn().Err(err).Msg("token heartbeat")
+			}
+		}
+	}
+}
+
+// load reads the batch state (creating it if the submitter did not get
+// that far) and takes the batch over by raising its epoch.
+func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
+	if err := json.Unmarshal(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
+		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
+		_ = d.tok.TermWithReason("batch request unreadable")
+		return errSettled
+	}
+	for {
+		st, rev, err := d.c.state.Get(ctx, d.batch)
+		if errors.Is(err, aggregate.ErrNotFound) {
+			now := time.Now().UTC()
+			st = &messages.BatchState{
+				BatchID: d.batch, Activity: d.req.Activity, Status: messages.StatusRunning,
+				Total: len(d.req.Items), Options: d.req.Options, TokenSeq: tokenSeq,
+				CreatedAt: now, UpdatedAt: now,
+			}
+			if rev, err = d.c.state.Create(ctx, st); errors.Is(err, aggregate.ErrExists) {
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if st.TokenSeq != tokenSeq {
+			d.log.Warn().Uint64("token_seq", tokenSeq).Uint64("want_seq", st.TokenSeq).Msg("removing a duplicate batch token")
+			_ = d.tok.TermWithReason("duplicate batch token")
+			return errSettled
+		}
+		st.Epoch++
+		st.Owner = d.c.cfg.Name
+		if st.StartedAt.IsZero() {
+			st.StartedAt = time.Now().UTC()
+		}
+		rev, err = d.c.state.Update(ctx, st, rev)
+		if errors.Is(err, aggregate.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		d.st, d.rev, d.epoch = st, rev, st.Epoch
+		if delivered > 1 {
+			d.log.Info().Uint64("epoch", st.Epoch).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
+				Uint64("last_seq", st.LastSeq).Msg("resuming batch from checkpoint")
+		}
+		return nil
+	}
+}
+
+func (d *driver) run(ctx context.Context) error {
+	st := d.st
+	if st.Status.Final() {
+		// Decided before a crash; the aggregate may not be out yet.
+		return d.publishDone(ctx)
+	}
+	if st.CancelRequested {
+		return d.finish(ctx, messages.StatusCanceled, "canceled by request")
+	}
+	d.next = st.Published
+	if st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
+		d.results = aggregate.NewResults(st.Total)
+	}
+	if err := d.consumeResults(ctx); err != nil {
+		return err
+	}
+	defer d.stopResults()
+
+	var deadline <-chan time.Time
+	if t := st.Options.Timeout.Std(); t > 0 {
+		timer := time.NewTimer(time.Until(st.CreatedAt.Add(t)))
+		defer timer.Stop()
+		deadline = timer.C
+	}
+	saveTick := time.NewTicker(d.c.cfg.CheckpointInterval)
+	defer saveTick.Stop()
+	stateTick := time.NewTicker(d.c.cfg.Lease / 4)
+	defer stateTick.Stop()
+
+	d.fill(ctx)
+	for {
+		if aggregate.Done(st) {
+			return d.finish(ctx, messages.StatusCompleted, "")
+		}
+		if exceeded, why := aggregate.FailureExceeded(st); exceeded {
+			return d.finish(ctx, messages.StatusFailed, why)
+		}
+		select {
+		case <-ctx.Done():
+			d.confirmPublishes(ctx)
+			saveCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = d.checkpoint(saveCtx)
+			cancel()
+			return ctx.Err()
+		case msg := <-d.resultsIn:
+			d.onResult(msg)
+			// Take what else is waiting before the next checkpoint check.
+			for n := 0; n < 256; n++ {
+				select {
+				case msg := <-d.resultsIn:
+					d.onResult(msg)
+					continue
+				default:
+				}
+				break
+			}
+			d.fill(ctx)
+			if d.sinceSave >= d.c.cfg.CheckpointEvery {
+				if err := d.save(ctx); err != nil {
+					return err
+				}
+			}
+		case <-saveTick.C:
+			if err := d.save(ctx); err != nil {
+				return err
+			}
+		case <-stateTick.C:
+			if err := d.refresh(ctx); err != nil {
+				return err
+			}
+		case <-d.pokes:
+			if err := d.refresh(ctx); err != nil {
+				return err
+			}
+		case <-deadline:
+			return d.finish(ctx, messages.StatusTimedOut, fmt.Sprintf("the batch timeout of %s passed", st.Options.Timeout.Std()))
+		}
+		if st.CancelRequested {
+			return d.finish(ctx, messages.StatusCanceled, "canceled by request")
+		}
+	}
+}
+
+// consumeResults reads the batch's results in stream order from just after
+// the checkpoint.
+func (d *driver) consumeResults(ctx context.Context) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.c.names.ResultBatchFilter(d.batch)}}
+	if d.st.LastSeq > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = d.st.LastSeq + 1
+	}
+	cons, err := d.c.stores.Results.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("results consumer: %w", err)
+	}
+	stop := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case d.resultsIn <- m:
+		case <-stop:
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		d.log.Debug().Err(err).Msg("results consumer")
+	}))
+	if err != nil {
+		return fmt.Errorf("results consumer: %w", err)
+	}
+	d.stopResults = sync.OnceFunc(func() {
+		close(stop)
+		cc.Stop()
+	})
+	return nil
+}
+
+func (d *driver) onResult(m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	_, item, ok := d.c.names.ParseResultSubject(m.Subject())
+	if !ok {
+		item = -1
+	}
+	var res messages.ResultMessage
+	if err := json.Unmarshal(m.Data(), &res); err != nil {
+		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
+	}
+	if aggregate.Apply(d.st, meta.Sequence.Stream, item, res.OK) {
+		if d.results != nil {
+			d.results.Add(&res, item)
+		}
+	} else if item < 0 || item >= d.st.Total {
+		d.log.Warn().Str("subject", m.Subject()).Msg("ignoring a result for an item this batch does not have")
+	}
+	d.sinceSave++
+	d.dirty = true
+}
+
+// fill publishes items until the window is full.
+func (d *driver) fill(ctx context.Context) {
+	st := d.st
+	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
+		if err := d.publish(ctx, d.next); err != nil {
+			d.log.Warn().Err(err).Int("item", d.next).Msg("publishing work; will retry")
+			return
+		}
+		d.next++
+	}
+	d.confirmPublishes(ctx)
+}
+
+func (d *driver) workMessage(item int) *nats.Msg {
+	o := d.st.Options
+	wm := messages.WorkMessage{
+		BatchID: d.batch, Item: item, Activity: d.st.Activity, Input: d.req.Items[item],
+		Attempt: 1, MaxAttempts: o.MaxAttempts, ItemTimeoutMS: o.ItemTimeout.Std().Milliseconds(),
+	}
+	for _, b := range o.Backoff {
+		wm.BackoffMS = append(wm.BackoffMS, b.Std().Milliseconds())
+	}
+	data, _ := json.Marshal(wm)
+	msg := nats.NewMsg(d.c.names.Work(d.st.Activity, d.batch))
+	msg.Data = data
+	// The id makes a republish after a crash a no-op within the
+	// stream's duplicate window.
+	msg.Header.Set(jetstream.MsgIDHeader, messages.WorkMsgID(d.batch, item))
+	return msg
+}
+
+func (d *driver) publish(ctx context.Context, item int) error {
+	msg := d.workMessage(item)
+	for {
+		fut, err := d.c.js.PublishMsgAsync(msg)
+		if err == nil {
+			d.pending = append(d.pending, pendingPub{item: item, msg: msg, fut: fut})
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return err
+		}
+		select {
+		case <-d.c.js.PublishAsyncComplete():
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// confirmPublishes retires acknowledged publishes in item order and
+// republishes failed ones, so that the checkpoint's Published only ever
+// covers items the work stream has stored.
+func (d *driver) confirmPublishes(ctx context.Context) {
+	for len(d.pending) > 0 {
+		p := d.pending[0]
+		select {
+		case <-p.fut.Ok():
+		case err := <-p.fut.Err():
+			d.log.Warn().Err(err).Int("item", p.item).Msg("work publish failed; republishing")
+			for {
+				_, err := d.c.js.PublishMsg(ctx, p.msg)
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+				d.log.Warn().Err(err).Int("item", p.item).Msg("work republish failed")
+				select {
+				case <-time.After(250 * time.Millisecond):
+				case <-ctx.Done():
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+		default:
+			return
+		}
+		d.pending[0] = pendingPub{}
+		d.pending = d.pending[1:]
+	}
+}
+
+// published is how many leading items are known to be in the work stream.
+func (d *driver) published() int {
+	if len(d.pending) > 0 {
+		return d.pending[0].item
+	}
+	return d.next
+}
+
+// save checkpoints if anything changed, and publishes progress.
+func (d *driver) save(ctx context.Context) error {
+	d.confirmPublishes(ctx)
+	if d.st.Published != d.published() {
+		d.dirty = true
+	}
+	if !d.dirty {
+		return nil
+	}
+	if err := d.checkpoint(ctx); err != nil {
+		if errors.Is(err, errLost) {
+			return err
+		}
+		d.log.Warn().Err(err).Msg("checkpoint failed; will retry")
+		return nil
+	}
+	if time.Since(d.lastProgress) >= d.c.cfg.ProgressInterval {
+		d.publishProgress()
+	}
+	return nil
+}
+
+// checkpoint writes counts, stream position and published watermark in one
+// compare-and-set update. A conflict with a request (cancel) merges it; a
+// conflict with a newer epoch means the batch was lost.
+func (d *driver) checkpoint(ctx context.Context) error {
+	d.st.Published = max(d.st.Published, d.published())
+	d.st.UpdatedAt = time.Now().UTC()
+	for {
+		rev, err := d.c.state.Update(ctx, d.st, d.rev)
+		if err == nil {
+			d.rev, d.dirty, d.sinceSave = rev, false, 0
+			return nil
+		}
+		if !errors.Is(err, aggregate.ErrConflict) {
+			return err
+		}
+		if err := d.merge(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// merge reads the stored state after a conflict and takes over the fields
+// that requests may set.
+func (d *driver) merge(ctx context.Context) error {
+	cur, rev, err := d.c.state.Get(ctx, d.batch)
+	if err != nil {
+		return err
+	}
+	if cur.Epoch != d.epoch {
+		return errLost
+	}
+	d.st.CancelRequested = d.st.CancelRequested || cur.CancelRequested
+	d.rev = rev
+	return nil
+}
+
+// refresh looks for requests and lost ownership without waiting for the
+// next checkpoint.
+func (d *driver) refresh(ctx context.Context) error {
+	cur, rev, err := d.c.state.Get(ctx, d.batch)
+	if err != nil {
+		d.log.Warn().Err(err).Msg("reading batch state")
+		return nil
+	}
+	if cur.Epoch != d.epoch {
+		return errLost
+	}
+	if rev != d.rev {
+		d.st.CancelRequested = d.st.CancelRequested || cur.CancelRequested
+		d.rev = rev
+	}
+	return nil
+}
+
+func (d *driver) publishProgress() {
+	p := d.st.Progress(time.Now())
+	if !d.st.Status.Final() {
+		p.InFlight = max(d.next-p.Done, 0)
+	}
+	b, _ := json.Marshal(p)
+	_ = d.c.nc.Publish(d.c.names.Progress(d.batch), b)
+	d.lastProgress = time.Now()
+}
+
+// finish decides the batch's final status (durably, first), removes its
+// queued work if it ended early, and publishes the aggregate.
+func (d *driver) finish(ctx context.Context, status messages.Status, reason string) error {
+	d.stopResults()
+	d.confirmPublishes(ctx)
+	d.st.Status = status
+	d.st.Reason = reason
+	d.st.FinishedAt = time.Now().UTC()
+	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
+		return err
+	}
+	d.log.Info().Str("status", string(status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
+		Int("total", d.st.Total).Str("reason", reason).Msg("batch finished")
+	return d.publishDone(ctx)
+}
+
+func (d *driver) retry(ctx context.Context, what string, fn func(context.Context) error) error {
+	for {
+		err := fn(ctx)
+		if err == nil || errors.Is(err, errLost) || ctx.Err() != nil {
+			return err
+		}
+		d.log.Warn().Err(err).Msg(what + "; retrying")
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// publishDone publishes the aggregate of a batch whose final status is
+// saved, then releases the token. The done stream keeps one message per
+// batch, so a second publish after a crash is refused, not doubled.
+func (d *driver) publishDone(ctx context.Context) error {
+	st := d.st
+	if st.Status != messages.StatusCompleted {
+		if err := d.retry(ctx, "remove queued work", func(ctx context.Context) error {
+			return d.c.stores.Work.Purge(ctx, jetstream.WithPurgeSubject(d.c.names.Work(st.Activity, d.batch)))
+		}); err != nil {
+			return err
+		}
+	}
+	if err := d.retry(ctx, "publish aggregate", d.publishAggregate); err != nil {
+		return err
+	}
+	d.publishProgress()
+	if err := d.retry(ctx, "release batch token", func(ctx context.Context) error {
+		return d.tok.DoubleAck(ctx)
+	}); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (d *driver) publishAggregate(ctx context.Context) error {
+	st := d.st
+	if _, err := d.c.stores.Done.GetLastMsgForSubject(ctx, d.c.names.Done(d.batch)); err == nil {
+		return nil // published before a crash
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return err
+	}
+	results := d.results
+	if results == nil {
+		results = aggregate.NewResults(st.Total)
+		if err := aggregate.ReadResults(ctx, d.c.stores.Results, d.c.names, d.batch, st.LastSeq, results); err != nil {
+			return err
+		}
+	}
+	notRun := "batch " + string(st.Status)
+	if st.Reason != "" {
+		notRun += ": " + st.Reason
+	}
+	agg := aggregate.Build(st, results.Final(notRun), time.Now().UTC())
+	data, err := json.Marshal(agg)
+	if err != nil {
+		return err
+	}
+	if limit := d.c.nc.MaxPayload() - 8*1024; int64(len(data)) > limit {
+		ref, err := d.storeResults(ctx, agg.Results)
+		if err != nil {
+			return err
+		}
+		agg.Results, agg.ResultsRef = nil, ref
+		if data, err = json.Marshal(agg); err != nil {
+			return err
+		}
+	}
+	_, err = d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
+	if topology.IsDuplicateResult(err) {
+		return nil
+	}
+	return err
+}
+
+// storeResults writes results too large for one message to the object
+// store as JSON Lines in item order.
+func (d *driver) storeResults(ctx context.Context, results []messages.ItemResult) (*messages.ObjectRef, error) {
+	var buf []byte
+	for i := range results {
+		line, err := json.Marshal(&results[i])
+		if err != nil {
+			return nil, err
+		}
+		buf = append(append(buf, line...), '\n')
+	}
+	name := "results/" + d.batch + ".jsonl"
+	info, err := d.c.stores.Blobs.PutBytes(ctx, name, buf)
+	if err != nil {
+		return nil, fmt.Errorf("store results: %w", err)
+	}
+	return &messages.ObjectRef{Bucket: d.c.names.BlobBucket(), Name: name, Size: info.Size}, nil
+}

@@ -1,0 +1,158 @@
+// Package messages is the fanout wire contract, version 1: the JSON types
+// exchanged over NATS, every subject / stream / bucket name, request
+// validation and the error codes. Everything that crosses the wire is
+// defined here and nowhere else.
+package messages
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// ContractVersion is the wire contract version this package implements.
+const ContractVersion = 1
+
+// DefaultPrefix is the subject prefix used when none is configured.
+const DefaultPrefix = "fanout"
+
+// tokenPattern is what a prefix, activity name or batch id may contain: one
+// NATS subject token that is also a valid KV key and consumer name.
+var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidToken reports whether s can be used as an activity name, batch id or
+// prefix.
+func ValidToken(s string) bool { return tokenPattern.MatchString(s) }
+
+// Names builds every subject, stream, consumer and bucket name for one
+// deployment prefix. Two deployments with different prefixes can share one
+// NATS account without seeing each other.
+type Names struct {
+	Prefix string
+	upper  string
+}
+
+// NewNames validates prefix and returns the names for it.
+func NewNames(prefix string) (Names, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !ValidToken(prefix) {
+		return Names{}, fmt.Errorf("prefix %q: must be 1-64 characters of A-Z a-z 0-9 _ -", prefix)
+	}
+	return Names{Prefix: prefix, upper: strings.ToUpper(strings.ReplaceAll(prefix, "-", "_"))}, nil
+}
+
+// MustNames is NewNames for prefixes known to be valid.
+func MustNames(prefix string) Names {
+	n, err := NewNames(prefix)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// Request/reply subjects served by the coordinators (queue group Coordinators).
+func (n Names) Submit() string { return n.Prefix + ".submit" }
+func (n Names) Status() string { return n.Prefix + ".status" }
+func (n Names) Cancel() string { return n.Prefix + ".cancel" }
+
+// CoordinatorQueue is the queue group the coordinators answer requests in.
+func (n Names) CoordinatorQueue() string { return n.Prefix + "-coordinators" }
+
+// Work is the subject of one batch's work messages for an activity.
+func (n Names) Work(activity, batch string) string {
+	return n.Prefix + ".work." + activity + "." + batch
+}
+
+// WorkActivityFilter matches all work of one activity.
+func (n Names) WorkActivityFilter(activity string) string {
+	return n.Prefix + ".work." + activity + ".>"
+}
+
+// WorkAll matches all work subjects (the FANOUT_WORK stream's subjects).
+func (n Names) WorkAll() string { return n.Prefix + ".work.>" }
+
+// Result is the subject of one item's result.
+func (n Names) Result(batch string, item int) string {
+	return n.Prefix + ".result." + batch + "." + strconv.Itoa(item)
+}
+
+// ResultBatchFilter matches all results of one batch.
+func (n Names) ResultBatchFilter(batch string) string { return n.Prefix + ".result." + batch + ".>" }
+
+// ResultAll matches all result subjects.
+func (n Names) ResultAll() string { return n.Prefix + ".result.>" }
+
+// ParseResultSubject returns the batch id and item index of a result subject.
+func (n Names) ParseResultSubject(subject string) (batch string, item int, ok bool) {
+	rest, found := strings.CutPrefix(subject, n.Prefix+".result.")
+	if !found {
+		return "", 0, false
+	}
+	batch, idx, found := strings.Cut(rest, ".")
+	if !found || batch == "" {
+		return "", 0, false
+	}
+	item, err := strconv.Atoi(idx)
+	if err != nil || item < 0 || strconv.Itoa(item) != idx {
+		return "", 0, false
+	}
+	return batch, item, true
+}
+
+// Progress is the (core NATS, not stored) subject of a batch's progress events.
+func (n Names) Progress(batch string) string { return n.Prefix + ".progress." + batch }
+
+// Done is the subject of a batch's aggregate, kept in the done stream.
+func (n Names) Done(batch string) string { return n.Prefix + ".done." + batch }
+
+// DoneAll matches all aggregates.
+func (n Names) DoneAll() string { return n.Prefix + ".done.>" }
+
+// Token is the control-stream subject holding a batch's ownership token: the
+// stored batch request, held un-acked by the coordinator driving the batch.
+func (n Names) Token(batch string) string { return n.Prefix + ".control.batch." + batch }
+
+// TokenAll matches all batch tokens.
+func (n Names) TokenAll() string { return n.Prefix + ".control.batch.>" }
+
+// Poke is a core NATS subject that tells the coordinator driving a batch to
+// re-read its state now (after a cancel request, say) rather than at its
+// next periodic check.
+func (n Names) Poke(batch string) string { return n.Prefix + ".coordinator.poke." + batch }
+
+// PokeAll matches every poke.
+func (n Names) PokeAll() string { return n.Prefix + ".coordinator.poke.*" }
+
+// ControlAll matches all control subjects (the control stream's subjects).
+func (n Names) ControlAll() string { return n.Prefix + ".control.>" }
+
+// BatchFromToken returns the batch id of a token subject.
+func (n Names) BatchFromToken(subject string) (string, bool) {
+	b, ok := strings.CutPrefix(subject, n.Prefix+".control.batch.")
+	return b, ok && ValidToken(b)
+}
+
+// Stream and bucket names. With the default prefix these are FANOUT_WORK,
+// FANOUT_RESULTS, FANOUT_DONE, FANOUT_CONTROL, FANOUT_BATCHES and
+// FANOUT_BLOBS.
+func (n Names) WorkStream() string          { return n.upper + "_WORK" }
+func (n Names) ResultsStream() string       { return n.upper + "_RESULTS" }
+func (n Names) DoneStream() string          { return n.upper + "_DONE" }
+func (n Names) ControlStream() string       { return n.upper + "_CONTROL" }
+func (n Names) BatchesBucket() string       { return n.upper + "_BATCHES" }
+func (n Names) BlobBucket() string          { return n.upper + "_BLOBS" }
+func (n Names) CoordinatorConsumer() string { return "coordinators" }
+
+// WorkConsumer is the durable consumer shared by all workers of an activity.
+func (n Names) WorkConsumer(activity string) string { return "work-" + activity }
+
+// MsgIDs used for JetStream de-duplication.
+func WorkMsgID(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }
+func DoneMsgID(batch string) string           { return "done/" + batch }
+func TokenMsgID(batch string) string          { return "batch/" + batch }
+
+// IdempotencyKey is the stable key a handler gets for an item: "<batch>/<item>".
+func IdempotencyKey(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }

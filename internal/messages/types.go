@@ -1,0 +1,232 @@
+package messages
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status is a batch's state. The final ones are completed, failed, canceled
+// and timed_out.
+type Status string
+
+const (
+	StatusRunning   Status = "running"
+	StatusCompleted Status = "completed"
+	StatusFailed    Status = "failed"
+	StatusCanceled  Status = "canceled"
+	StatusTimedOut  Status = "timed_out"
+)
+
+// Final reports whether no more items will be counted for the batch.
+func (s Status) Final() bool {
+	switch s {
+	case StatusCompleted, StatusFailed, StatusCanceled, StatusTimedOut:
+		return true
+	}
+	return false
+}
+
+// BatchRequest is the body of a submit request.
+type BatchRequest struct {
+	// ID is an optional idempotency key: submitting the same id twice
+	// returns the same batch. It becomes the batch id.
+	ID       string            `json:"id,omitempty"`
+	Activity string            `json:"activity"`
+	Items    []json.RawMessage `json:"items,omitempty"`
+	Source   *StepSpec         `json:"source,omitempty"`
+	Reduce   *StepSpec         `json:"reduce,omitempty"`
+	Options  Options           `json:"options,omitempty"`
+}
+
+// StepSpec names an activity run once (a source or reduce step).
+type StepSpec struct {
+	Activity string          `json:"activity"`
+	Input    json.RawMessage `json:"input,omitempty"`
+}
+
+// Options tune a batch. Zero values take the documented defaults; see
+// Options.WithDefaults.
+type Options struct {
+	MaxInFlight             int           `json:"max_in_flight,omitempty"`
+	MaxAttempts             int           `json:"max_attempts,omitempty"`
+	Backoff                 []Duration    `json:"backoff,omitempty"`
+	ItemTimeout             Duration      `json:"item_timeout,omitempty"`
+	Timeout                 Duration      `json:"timeout,omitempty"`
+	FailurePolicy           FailurePolicy `json:"failure_policy,omitempty"`
+	ToleratedFailures       *int          `json:"tolerated_failures,omitempty"`
+	ToleratedFailurePercent *float64      `json:"tolerated_failure_percent,omitempty"`
+}
+
+// FailurePolicy decides what a failed item does to its batch.
+type FailurePolicy string
+
+const (
+	// FailureContinue: failed items are results; the batch completes.
+	FailureContinue FailurePolicy = "continue"
+	// FailureFast: the first failed item ends the batch as failed.
+	FailureFast FailurePolicy = "fail_fast"
+)
+
+// SubmitReply answers a submit request that was accepted.
+type SubmitReply struct {
+	BatchID string `json:"batch_id"`
+	Total   int    `json:"total"`
+	Status  Status `json:"status"`
+	// Existing is true when the request's id named a batch that already
+	// existed; the reply describes that batch.
+	Existing bool `json:"existing,omitempty"`
+}
+
+// BatchRef is the body of status and cancel requests.
+type BatchRef struct {
+	BatchID string `json:"batch_id"`
+}
+
+// ErrorReply is the reply to any request that failed.
+type ErrorReply struct {
+	Error *Error `json:"error"`
+}
+
+// WorkMessage is one item of work, published to Names.Work.
+type WorkMessage struct {
+	BatchID  string          `json:"batch_id"`
+	Item     int             `json:"item"`
+	Activity string          `json:"activity"`
+	Input    json.RawMessage `json:"input"`
+	// Attempt is 1 as published; the attempt a worker is running is the
+	// JetStream delivery count of the message (see the protocol page).
+	Attempt int `json:"attempt"`
+	// The batch's retry policy, so that any worker can apply it alone.
+	MaxAttempts   int     `json:"max_attempts"`
+	BackoffMS     []int64 `json:"backoff_ms,omitempty"`
+	ItemTimeoutMS int64   `json:"item_timeout_ms"`
+}
+
+// ResultMessage is one item's result, published to Names.Result.
+type ResultMessage struct {
+	BatchID    string          `json:"batch_id"`
+	Item       int             `json:"item"`
+	OK         bool            `json:"ok"`
+	Output     json.RawMessage `json:"output,omitempty"`
+	Error      string          `json:"error,omitempty"`
+	Attempts   int             `json:"attempts"`
+	Worker     string          `json:"worker,omitempty"`
+	DurationMS float64         `json:"duration_ms"`
+}
+
+// ItemResult is one item's entry in an aggregate.
+type ItemResult struct {
+	Item   int             `json:"item"`
+	OK     bool            `json:"ok"`
+	Output json.RawMessage `json:"output,omitempty"`
+	Error  string          `json:"error,omitempty"`
+	// NotRun is true for items the batch ended without a result for
+	// (canceled, timed out, failed by policy).
+	NotRun bool `json:"not_run,omitempty"`
+}
+
+// Aggregate is published once to Names.Done when a batch ends.
+type Aggregate struct {
+	BatchID   string       `json:"batch_id"`
+	Activity  string       `json:"activity"`
+	Status    Status       `json:"status"`
+	Reason    string       `json:"reason,omitempty"`
+	Total     int          `json:"total"`
+	Succeeded int          `json:"succeeded"`
+	Failed    int          `json:"failed"`
+	NotRun    int          `json:"not_run"`
+	Results   []ItemResult `json:"results,omitempty"`
+	// ResultsRef is set instead of Results when they are too large for one
+	// message: a JSON Lines object of ItemResult in item order.
+	ResultsRef *ObjectRef      `json:"results_ref,omitempty"`
+	Output     json.RawMessage `json:"output,omitempty"`
+	StartedAt  time.Time       `json:"started_at"`
+	FinishedAt time.Time       `json:"finished_at"`
+	DurationMS float64         `json:"duration_ms"`
+}
+
+// ObjectRef points at an object in the deployment's Object Store bucket.
+type ObjectRef struct {
+	Bucket string `json:"bucket"`
+	Name   string `json:"name"`
+	Size   uint64 `json:"size"`
+}
+
+// Progress is published (throttled) to Names.Progress while a batch runs,
+// and is the reply to a status request.
+type Progress struct {
+	BatchID   string  `json:"batch_id"`
+	Activity  string  `json:"activity"`
+	Status    Status  `json:"status"`
+	Total     int     `json:"total"`
+	Succeeded int     `json:"succeeded"`
+	Failed    int     `json:"failed"`
+	Done      int     `json:"done"`
+	InFlight  int     `json:"in_flight"`
+	Percent   float64 `json:"percent"`
+	// RatePerSec is items finished per second over the batch's life so far.
+	RatePerSec float64   `json:"rate_per_sec"`
+	ETAMS      int64     `json:"eta_ms,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// BatchState is the value of a batch's key in the FANOUT_BATCHES bucket:
+// the fan-in checkpoint. Counts and LastSeq are written together in one CAS
+// update, so they never disagree.
+type BatchState struct {
+	BatchID   string `json:"batch_id"`
+	Activity  string `json:"activity"`
+	Status    Status `json:"status"`
+	Reason    string `json:"reason,omitempty"`
+	Total     int    `json:"total"`
+	Succeeded int    `json:"succeeded"`
+	Failed    int    `json:"failed"`
+	// Published: items [0, Published) have been published at least once.
+	Published int `json:"published"`
+	// LastSeq is the last FANOUT_RESULTS stream sequence counted.
+	LastSeq uint64  `json:"last_seq"`
+	Options Options `json:"options"`
+	// TokenSeq is the control stream sequence of the batch's token; a token
+	// with another sequence is a duplicate.
+	TokenSeq uint64 `json:"token_seq"`
+	// Epoch grows each time a coordinator takes the batch over; a driver
+	// whose epoch is stale has lost the batch and stops.
+	Epoch uint64 `json:"epoch"`
+	Owner string `json:"owner,omitempty"`
+	// CancelRequested is set by a cancel request; the driver ends the batch.
+	CancelRequested bool      `json:"cancel_requested,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	StartedAt       time.Time `json:"started_at,omitempty"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	FinishedAt      time.Time `json:"finished_at,omitempty"`
+}
+
+// Progress derives the progress view of a state.
+func (s *BatchState) Progress(now time.Time) Progress {
+	done := s.Succeeded + s.Failed
+	p := Progress{
+		BatchID: s.BatchID, Activity: s.Activity, Status: s.Status,
+		Total: s.Total, Succeeded: s.Succeeded, Failed: s.Failed, Done: done,
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+	}
+	if !s.Status.Final() {
+		p.InFlight = max(s.Published-done, 0)
+	}
+	if s.Total > 0 {
+		p.Percent = float64(done) * 100 / float64(s.Total)
+	}
+	if !s.StartedAt.IsZero() {
+		end := now
+		if !s.FinishedAt.IsZero() {
+			end = s.FinishedAt
+		}
+		if el := end.Sub(s.StartedAt).Seconds(); el > 0 && done > 0 {
+			p.RatePerSec = float64(done) / el
+			if !s.Status.Final() {
+				p.ETAMS = int64(float64(s.Total-done) / p.RatePerSec * 1000)
+			}
+		}
+	}
+	return p
+}

@@ -1,0 +1,179 @@
+// Package topology creates the streams, bucket and object store fanout
+// needs, idempotently: every coordinator and worker calls Ensure at start.
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// Config says how the stored parts are kept.
+type Config struct {
+	// Replicas of every stream and bucket (1 for a single server, 3 in a
+	// cluster). Zero means 1.
+	Replicas int
+	// Memory keeps everything in memory instead of files (tests, benchmarks).
+	Memory bool
+	// Retention is how long finished batches' results, aggregates and state
+	// are kept. It bounds how long a batch may run. Zero means 7 days.
+	Retention time.Duration
+	// Update makes Ensure bring existing streams to this configuration.
+	// The coordinator sets it; workers only create what is missing, so a
+	// worker with default settings never undoes the operator's.
+	Update bool
+}
+
+// DefaultRetention is Config.Retention's default.
+const DefaultRetention = 7 * 24 * time.Hour
+
+func (c Config) withDefaults() Config {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	return c
+}
+
+func (c Config) storage() jetstream.StorageType {
+	if c.Memory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+// Handles are the opened stores.
+type Handles struct {
+	Work, Results, Done, Control jetstream.Stream
+	Batches                      jetstream.KeyValue
+	Blobs                        jetstream.ObjectStore
+}
+
+// Ensure creates or updates every stream and store. It is safe to call
+// concurrently from many processes.
+func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg Config) (*Handles, error) {
+	cfg = cfg.withDefaults()
+	var h Handles
+	var err error
+	streams := []struct {
+		dst *jetstream.Stream
+		cfg jetstream.StreamConfig
+	}{
+		{&h.Work, jetstream.StreamConfig{
+			Name:        n.WorkStream(),
+			Description: "fanout work: one message per item (or group of items), removed when a worker acks it",
+			Subjects:    []string{n.WorkAll()},
+			Retention:   jetstream.WorkQueuePolicy,
+			Duplicates:  2 * time.Minute,
+		}},
+		{&h.Results, jetstream.StreamConfig{
+			Name:        n.ResultsStream(),
+			Description: "fanout results: one message per item; the server refuses a second",
+			Subjects:    []string{n.ResultAll()},
+			Retention:   jetstream.LimitsPolicy,
+			// The exactly-once guard: one message per item subject, and a
+			// second publish is refused rather than replacing the first.
+			MaxMsgsPerSubject:    1,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxAge:               cfg.Retention,
+		}},
+		{&h.Done, jetstream.StreamConfig{
+			Name:                 n.DoneStream(),
+			Description:          "fanout aggregates: one per finished batch",
+			Subjects:             []string{n.DoneAll()},
+			Retention:            jetstream.LimitsPolicy,
+			MaxMsgsPerSubject:    1,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxAge:               cfg.Retention,
+			Duplicates:           2 * time.Minute,
+		}},
+		{&h.Control, jetstream.StreamConfig{
+			Name:        n.ControlStream(),
+			Description: "fanout batch tokens: a batch's request, held un-acked by the coordinator driving it",
+			Subjects:    []string{n.ControlAll()},
+			Retention:   jetstream.WorkQueuePolicy,
+			Duplicates:  2 * time.Minute,
+		}},
+	}
+	for _, s := range streams {
+		s.cfg.Storage = cfg.storage()
+		s.cfg.Replicas = cfg.Replicas
+		if *s.dst, err = ensureStream(ctx, js, s.cfg, cfg.Update); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", s.cfg.Name, err)
+		}
+	}
+	kvCreate := js.CreateOrUpdateKeyValue
+	objCreate := js.CreateOrUpdateObjectStore
+	if !cfg.Update {
+		kvCreate = func(ctx context.Context, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+			kv, err := js.KeyValue(ctx, c.Bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				return js.CreateOrUpdateKeyValue(ctx, c)
+			}
+			return kv, err
+		}
+		objCreate = func(ctx context.Context, c jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+			obs, err := js.ObjectStore(ctx, c.Bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				return js.CreateOrUpdateObjectStore(ctx, c)
+			}
+			return obs, err
+		}
+	}
+	h.Batches, err = kvCreate(ctx, jetstream.KeyValueConfig{
+		Bucket:      n.BatchesBucket(),
+		Description: "fanout batch state: counts and checkpoint per batch",
+		History:     1,
+		TTL:         cfg.Retention,
+		Storage:     cfg.storage(),
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", n.BatchesBucket(), err)
+	}
+	h.Blobs, err = objCreate(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      n.BlobBucket(),
+		Description: "fanout large aggregates and payloads",
+		TTL:         cfg.Retention,
+		Storage:     cfg.storage(),
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("object store %s: %w", n.BlobBucket(), err)
+	}
+	return &h, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (jetstream.Stream, error) {
+	if update {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	}
+	s, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	}
+	return s, err
+}
+
+// IsDuplicateResult reports whether a publish error means the subject
+// already holds its one message (the per-item guard refused a second).
+func IsDuplicateResult(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == JSErrCodeMaxMsgsPerSubject ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	}
+	return false
+}
+
+// JSErrCodeMaxMsgsPerSubject is "maximum messages per subject exceeded".
+const JSErrCodeMaxMsgsPerSubject jetstream.ErrorCode = 10077

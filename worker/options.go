@@ -1,0 +1,142 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// ErrInvalidOption is wrapped by every option that rejects its value.
+var ErrInvalidOption = errors.New("invalid worker option")
+
+type config struct {
+	prefix          string
+	name            string
+	concurrency     int
+	ackWait         time.Duration
+	maxAckPending   int
+	shutdownTimeout time.Duration
+	replicas        int
+	memory          bool
+	logger          zerolog.Logger
+}
+
+func defaultConfig() config {
+	host, _ := os.Hostname()
+	return config{
+		prefix:          messages.DefaultPrefix,
+		name:            host + "-" + uuid.NewString()[:8],
+		concurrency:     16,
+		ackWait:         30 * time.Second,
+		maxAckPending:   20_000,
+		shutdownTimeout: 30 * time.Second,
+		logger:          zerolog.Nop(),
+	}
+}
+
+// Option configures a Worker.
+type Option func(*config) error
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidOption, fmt.Sprintf(format, args...))
+}
+
+// WithPrefix sets the subject prefix (default "fanout").
+func WithPrefix(prefix string) Option {
+	return func(c *config) error {
+		if !messages.ValidToken(prefix) {
+			return invalid("prefix %q: must be 1-64 characters of A-Z a-z 0-9 _ -", prefix)
+		}
+		c.prefix = prefix
+		return nil
+	}
+}
+
+// WithName names the worker in results and logs (default host-random).
+func WithName(name string) Option {
+	return func(c *config) error {
+		if name == "" {
+			return invalid("name must not be empty")
+		}
+		c.name = name
+		return nil
+	}
+}
+
+// WithConcurrency sets how many items run at once in this worker, across
+// all its activities (default 16).
+func WithConcurrency(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("concurrency %d: must be at least 1", n)
+		}
+		c.concurrency = n
+		return nil
+	}
+}
+
+// WithAckWait sets how long an item stays with a worker that stopped
+// answering before it is delivered again (default 30s). The worker sends
+// heartbeats while a handler runs, so this bounds crash detection, not item
+// run time (the batch's item_timeout does that). It is a setting of the
+// activity's shared consumer: workers of one activity should agree on it.
+func WithAckWait(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 100*time.Millisecond {
+			return invalid("ack wait %s: must be at least 100ms", d)
+		}
+		c.ackWait = d
+		return nil
+	}
+}
+
+// WithMaxAckPending caps the items out with all workers of an activity at
+// once (default 20,000).
+func WithMaxAckPending(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("max ack pending %d: must be at least 1", n)
+		}
+		c.maxAckPending = n
+		return nil
+	}
+}
+
+// WithShutdownTimeout bounds how long Stop waits for running handlers
+// (default 30s); handlers still running then are canceled and their items
+// go back to the queue.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return invalid("shutdown timeout %s: must be positive", d)
+		}
+		c.shutdownTimeout = d
+		return nil
+	}
+}
+
+// WithStreams sets the replicas and storage of streams the worker has to
+// create because no coordinator has yet (default 1 replica, file storage).
+func WithStreams(replicas int, memory bool) Option {
+	return func(c *config) error {
+		if replicas < 1 || replicas > 5 {
+			return invalid("replicas %d: must be 1 to 5", replicas)
+		}
+		c.replicas, c.memory = replicas, memory
+		return nil
+	}
+}
+
+// WithLogger sets the logger (default: none).
+func WithLogger(l zerolog.Logger) Option {
+	return func(c *config) error {
+		c.logger = l
+		return nil
+	}
+}

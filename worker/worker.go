@@ -1,0 +1,413 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
+)
+
+// Worker pulls items for the activities it has handlers for, runs them with
+// bounded concurrency and publishes one result per item.
+type Worker struct {
+	nc    *nats.Conn
+	cfg   config
+	names messages.Names
+	log   zerolog.Logger
+
+	handlers   map[string]Handler
+	middleware []Middleware
+	regErr     error
+
+	js        jetstream.JetStream
+	consumers []jetstream.ConsumeContext
+	slots     chan struct{}
+	running   sync.WaitGroup
+	draining  atomic.Bool
+	// handlerCtx is canceled when Stop gives up waiting for handlers.
+	handlerCtx    context.Context
+	cancelHandler context.CancelFunc
+	started       bool
+	stopOnce      sync.Once
+	stopped       chan struct{}
+}
+
+// New makes a worker on an established connection. Register handlers,
+// then Start or Run it. The worker does not close nc.
+func New(nc *nats.Conn, opts ...Option) (*Worker, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	names, err := messages.NewNames(cfg.prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{
+		nc: nc, cfg: cfg, names: names,
+		log:      cfg.logger.With().Str("component", "worker").Str("worker", cfg.name).Logger(),
+		handlers: map[string]Handler{},
+		stopped:  make(chan struct{}),
+	}, nil
+}
+
+// Handle registers the handler of an activity. Registering a name twice,
+// or a name that is not a valid activity name, makes Start fail.
+func (w *Worker) Handle(activity string, h Handler) {
+	switch {
+	case !messages.ValidToken(activity):
+		w.regErr = errors.Join(w.regErr, fmt.Errorf("activity %q: must be 1-64 characters of A-Z a-z 0-9 _ -", activity))
+	case w.handlers[activity] != nil:
+		w.regErr = errors.Join(w.regErr, fmt.Errorf("activity %q: registered twice", activity))
+	case h == nil:
+		w.regErr = errors.Join(w.regErr, fmt.Errorf("activity %q: nil handler", activity))
+	default:
+		w.handlers[activity] = h
+	}
+}
+
+// HandleFunc registers a function as the handler of an activity.
+func (w *Worker) HandleFunc(activity string, fn func(ctx context.Context, input json.RawMessage) (json.RawMessage, error)) {
+	w.Handle(activity, HandlerFunc(fn))
+}
+
+// Use adds middleware around every handler, the first given outermost.
+func (w *Worker) Use(mw ...Middleware) { w.middleware = append(w.middleware, mw...) }
+
+// Activities lists the registered activity names.
+func (w *Worker) Activities() []string {
+	out := make([]string, 0, len(w.handlers))
+	for a := range w.handlers {
+		out = append(out, a)
+	}
+	return out
+}
+
+// Run starts the worker and blocks until ctx is done, then drains it.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), w.cfg.shutdownTimeout+5*time.Second)
+	defer cancel()
+	return w.Stop(stopCtx)
+}
+
+// Start creates the streams if missing and one shared consumer per
+// activity, and begins taking items. It returns once items flow.
+func (w *Worker) Start(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	if w.regErr != nil {
+		return w.regErr
+	}
+	if len(w.handlers) == 0 {
+		return errors.New("worker: no handlers registered")
+	}
+	js, err := jetstream.New(w.nc)
+	if err != nil {
+		return err
+	}
+	w.js = js
+	h, err := topology.Ensure(ctx, js, w.names, topology.Config{Replicas: w.cfg.replicas, Memory: w.cfg.memory})
+	if err != nil {
+		return err
+	}
+	w.slots = make(chan struct{}, w.cfg.concurrency)
+	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
+	for activity, handler := range w.handlers {
+		for i := len(w.middleware) - 1; i >= 0; i-- {
+			handler = w.middleware[i](handler)
+		}
+		cons, err := h.Work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       w.names.WorkConsumer(activity),
+			Description:   "fanout workers of activity " + activity,
+			FilterSubject: w.names.WorkActivityFilter(activity),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       w.cfg.ackWait,
+			// Attempts are counted by the workers (max_attempts is per
+			// batch); the server only has to keep redelivering.
+			MaxDeliver:    -1,
+			MaxAckPending: w.cfg.maxAckPending,
+		})
+		if err != nil {
+			w.stopConsumers()
+			return fmt.Errorf("consumer for activity %q: %w", activity, err)
+		}
+		cc, err := cons.Consume(w.receive(activity, handler),
+			jetstream.PullMaxMessages(w.cfg.concurrency),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				w.log.Debug().Err(err).Str("activity", activity).Msg("consume")
+			}))
+		if err != nil {
+			w.stopConsumers()
+			return fmt.Errorf("consume activity %q: %w", activity, err)
+		}
+		w.consumers = append(w.consumers, cc)
+	}
+	w.started = true
+	w.log.Info().Strs("activities", w.Activities()).Int("concurrency", w.cfg.concurrency).Msg("worker started")
+	return nil
+}
+
+func (w *Worker) stopConsumers() {
+	for _, cc := range w.consumers {
+		cc.Drain()
+	}
+	for _, cc := range w.consumers {
+		<-cc.Closed()
+	}
+}
+
+// Stop drains the worker: no new items are taken, items waiting in its
+// buffer go back to the queue, and running ones finish and publish their
+// results (up to the shutdown timeout; then they are canceled and go back
+// too). A second Stop is harmless. It does not close the connection.
+func (w *Worker) Stop(ctx context.Context) error {
+	var err error
+	w.stopOnce.Do(func() {
+		defer close(w.stopped)
+		if !w.started {
+			return
+		}
+		w.draining.Store(true)
+		w.stopConsumers()
+		done := make(chan struct{})
+		go func() { w.running.Wait(); close(done) }()
+		timeout := time.NewTimer(w.cfg.shutdownTimeout)
+		defer timeout.Stop()
+		select {
+		case <-done:
+		case <-timeout.C:
+			w.log.Warn().Msg("shutdown timeout: canceling running handlers")
+			w.cancelHandler()
+			select {
+			case <-done:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		case <-ctx.Done():
+			w.cancelHandler()
+			err = ctx.Err()
+		}
+		w.cancelHandler()
+		w.log.Info().Msg("worker stopped")
+	})
+	return err
+}
+
+// Stopped is closed when Stop has finished.
+func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
+
+// receive is the consume callback of one activity: it waits for a free
+// slot, then runs the item on its own goroutine.
+func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
+	return func(msg jetstream.Msg) {
+		if w.draining.Load() {
+			_ = msg.Nak()
+			return
+		}
+		w.slots <- struct{}{}
+		if w.draining.Load() {
+			<-w.slots
+			_ = msg.Nak()
+			return
+		}
+		w.running.Add(1)
+		go func() {
+			defer w.running.Done()
+			defer func() { <-w.slots }()
+			w.process(activity, h, msg)
+		}()
+	}
+}
+
+// process runs one delivery of one item and settles it: a result published
+// then an ack, or a nak for a retry.
+func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Warn().Err(err).Msg("work message without metadata")
+		return
+	}
+	var wm messages.WorkMessage
+	if err := json.Unmarshal(msg.Data(), &wm); err != nil || !messages.ValidToken(wm.BatchID) || wm.Item < 0 {
+		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("removing a work message that cannot be read")
+		_ = msg.TermWithReason("work message unreadable")
+		return
+	}
+	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", wm.Item).Logger()
+	attempt := int(meta.NumDelivered) + max(wm.Attempt, 1) - 1
+	maxAttempts := max(wm.MaxAttempts, 1)
+	res := messages.ResultMessage{BatchID: wm.BatchID, Item: wm.Item, Worker: w.cfg.name}
+
+	if attempt > maxAttempts {
+		// Every earlier delivery was lost: its worker crashed or hung past
+		// the ack wait. That was the last attempt allowed.
+		res.Attempts = attempt - 1
+		res.Error = fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts)
+		w.settle(msg, &res, log)
+		return
+	}
+
+	timeout := time.Duration(wm.ItemTimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = messages.DefaultItemTimeout
+	}
+	ctx, cancel := context.WithTimeout(w.handlerCtx, timeout)
+	defer cancel()
+	deadline, _ := ctx.Deadline()
+	ctx = WithInfo(ctx, Info{
+		BatchID: wm.BatchID, Item: wm.Item, Activity: activity,
+		Attempt: attempt, MaxAttempts: maxAttempts,
+		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, wm.Item), Deadline: deadline,
+	})
+	stopHeartbeat := w.heartbeat(msg)
+	start := time.Now()
+	out, err := call(ctx, h, wm.Input, timeout)
+	stopHeartbeat()
+	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	res.Attempts = attempt
+
+	if err == nil {
+		if out != nil && !json.Valid(out) {
+			err = Permanent(errors.New("handler returned output that is not JSON"))
+		} else {
+			res.OK, res.Output = true, out
+			w.settle(msg, &res, log)
+			return
+		}
+	}
+	if w.handlerCtx.Err() != nil {
+		// Shutting down: give the item back without using an attempt's result.
+		_ = msg.Nak()
+		return
+	}
+	var perm *PermanentError
+	var later *RetryAfterError
+	switch {
+	case errors.As(err, &perm) || attempt >= maxAttempts:
+		res.Error = err.Error()
+		log.Debug().Err(err).Int("attempt", attempt).Msg("item failed")
+		w.settle(msg, &res, log)
+	case errors.As(err, &later):
+		log.Debug().Err(err).Int("attempt", attempt).Dur("delay", later.Delay).Msg("item will be retried")
+		_ = msg.NakWithDelay(later.Delay)
+	default:
+		delay := backoff(wm.BackoffMS, attempt)
+		log.Debug().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("item will be retried")
+		_ = msg.NakWithDelay(delay)
+	}
+}
+
+func backoff(ms []int64, attempt int) time.Duration {
+	if len(ms) == 0 {
+		return 0
+	}
+	i := min(max(attempt, 1), len(ms)) - 1
+	return time.Duration(ms[i]) * time.Millisecond
+}
+
+// call runs the handler, turning a panic into an error with its stack and
+// giving up on a handler that ignores its context past the item timeout.
+func call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+	type outcome struct {
+		out json.RawMessage
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- outcome{err: fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())}
+			}
+		}()
+		out, err := h.Handle(ctx, input)
+		done <- outcome{out, err}
+	}()
+	select {
+	case o := <-done:
+		if o.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("item timed out after %s: %w", timeout, o.err)
+		}
+		return o.out, o.err
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("item timed out after %s (the handler did not return)", timeout)
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// heartbeat tells the server the item is still being worked on, so that a
+// long item is not redelivered while its worker lives.
+func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+	every := w.cfg.ackWait / 3
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		_ = msg.InProgress()
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		t.Stop()
+	}
+}
+
+// settle publishes the item's result and then acks the work message. A
+// result refused because the item already has one is success: the item is
+// counted once, by that first result.
+func (w *Worker) settle(msg jetstream.Msg, res *messages.ResultMessage, log zerolog.Logger) {
+	data, err := json.Marshal(res)
+	if err != nil {
+		log.Error().Err(err).Msg("encode result")
+		_ = msg.Nak()
+		return
+	}
+	if int64(len(data)) > w.nc.MaxPayload()-1024 {
+		failed := messages.ResultMessage{
+			BatchID: res.BatchID, Item: res.Item, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,
+			Error: fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload()),
+		}
+		data, _ = json.Marshal(&failed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = w.js.Publish(ctx, w.names.Result(res.BatchID, res.Item), data)
+	if err != nil && !topology.IsDuplicateResult(err) {
+		log.Warn().Err(err).Msg("result not published; the item will be delivered again")
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if err := msg.Ack(); err != nil {
+		log.Debug().Err(err).Msg("ack")
+	}
+}
