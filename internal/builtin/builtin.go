@@ -13,11 +13,20 @@ import (
 	"github.com/fanoutdev/fanout/worker"
 )
 
+// Handlers returns every built-in activity by name.
+func Handlers() map[string]worker.Handler {
+	return map[string]worker.Handler{
+		"echo":   worker.HandlerFunc(Echo),
+		"sha256": worker.Typed(SHA256),
+		"sleep":  worker.Typed(Sleep),
+	}
+}
+
 // Register adds every built-in activity to w.
 func Register(w *worker.Worker) {
-	w.HandleFunc("echo", Echo)
-	worker.Handle(w, "sha256", SHA256)
-	worker.Handle(w, "sleep", Sleep)
+	for name, h := range Handlers() {
+		w.Handle(name, h)
+	}
 }
 
 // Echo returns its input as its output.

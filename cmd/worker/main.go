@@ -1,0 +1,71 @@
+// Command worker runs fanout's built-in activities (echo, sha256, sleep)
+// on items pulled from JetStream. Scale by starting more.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fanoutdev/fanout/internal/config"
+	"github.com/fanoutdev/fanout/internal/workerd"
+)
+
+func main() {
+	var (
+		conn       config.Connection
+		logging    config.Logging
+		cfg        workerd.Config
+		activities string
+		storage    string
+	)
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	f := config.NewFlags(fs)
+	conn.Register(f)
+	logging.Register(f, "info", "json")
+	f.String(&cfg.Name, "name", "FANOUT_NAME", "", "this worker's name in results and logs (default: host name and a random suffix)")
+	f.Int(&cfg.Concurrency, "concurrency", "FANOUT_CONCURRENCY", 16, "items run at once by this worker")
+	f.Duration(&cfg.AckWait, "ack-wait", "FANOUT_ACK_WAIT", 30*time.Second, "how long an item stays with a worker that stopped answering before it is delivered again")
+	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "FANOUT_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running items may take to finish")
+	f.String(&activities, "activities", "FANOUT_ACTIVITIES", "", "comma-separated built-in activities to serve (default: all of echo, sha256, sleep)")
+	f.Int(&cfg.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of streams this worker creates if no coordinator has yet")
+	f.String(&storage, "storage", "FANOUT_STORAGE", "file", "storage of streams this worker creates if no coordinator has yet: file or memory")
+	err := f.Parse(fs, os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err == nil {
+		err = conn.Validate()
+	}
+	if err == nil {
+		cfg.Logger, err = logging.Logger(os.Stderr)
+	}
+	if err == nil {
+		cfg.Memory, err = config.Storage(storage)
+	}
+	if err == nil {
+		cfg.URL, cfg.Prefix = conn.URL, conn.Prefix
+		cfg.ConnectOptions, err = conn.LoggedOptions("fanout-worker", cfg.Logger)
+	}
+	if activities != "" {
+		for _, a := range strings.Split(activities, ",") {
+			cfg.Activities = append(cfg.Activities, strings.TrimSpace(a))
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := workerd.Run(ctx, cfg); err != nil {
+		cfg.Logger.Error().Err(err).Msg("worker failed")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,90 @@
+// Package cli is the fanout command-line tool.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fanoutdev/fanout/internal/config"
+)
+
+// Exit codes scripts can rely on.
+const (
+	ExitOK          = 0 // every item succeeded
+	ExitItemsFailed = 1 // some items failed, or the batch did not complete
+	ExitUsage       = 2 // bad arguments or a refused request
+	ExitConnect     = 3 // NATS or the coordinators could not be reached
+)
+
+// ExitError carries an exit code out of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+type globals struct {
+	conn    config.Connection
+	logging config.Logging
+	out     io.Writer
+	errOut  io.Writer
+}
+
+// Execute runs the CLI with args and returns the process exit code.
+func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{out: stdout, errOut: stderr}
+	root := &cobra.Command{
+		Use:   "fanout",
+		Short: "Fan-out/fan-in batches on NATS JetStream",
+		Long: `fanout runs one activity per item of a batch on a pool of workers and
+publishes one exact aggregate when the batch ends.
+
+Try it with nothing installed but Go:
+  fanout demo            run a demo batch on an all-in-one local deployment
+  fanout dev             run that deployment and keep it up for your own batches`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetContext(ctx)
+	flags := config.NewFlags(root.PersistentFlags())
+	g.conn.Register(flags)
+	g.logging.Register(flags, "warn", "text")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if err := flags.Err(); err != nil {
+			return &ExitError{Code: ExitUsage, Err: err}
+		}
+		if err := g.conn.Validate(); err != nil {
+			return &ExitError{Code: ExitUsage, Err: err}
+		}
+		return nil
+	}
+	root.AddCommand(newDevCmd(g), newDemoCmd(g))
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "fanout:", err)
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Code
+	}
+	return ExitUsage
+}
+
+// Main is the whole of cmd/fanout.
+func Main() {
+	ctx, stop := signalContext()
+	code := Execute(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}

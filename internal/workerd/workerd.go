@@ -1,0 +1,89 @@
+// Package workerd is the worker process: the worker SDK serving the
+// built-in activities on its own connection.
+package workerd
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/builtin"
+	"github.com/fanoutdev/fanout/worker"
+)
+
+// Config configures the worker process.
+type Config struct {
+	URL             string
+	ConnectOptions  []nats.Option
+	Prefix          string
+	Name            string
+	Concurrency     int
+	AckWait         time.Duration
+	ShutdownTimeout time.Duration
+	Replicas        int
+	Memory          bool
+	// Activities limits the built-ins served (all when empty).
+	Activities []string
+	Logger     zerolog.Logger
+}
+
+// New builds a worker for the built-in activities on nc.
+func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
+	opts := []worker.Option{worker.WithLogger(cfg.Logger)}
+	if cfg.Prefix != "" {
+		opts = append(opts, worker.WithPrefix(cfg.Prefix))
+	}
+	if cfg.Name != "" {
+		opts = append(opts, worker.WithName(cfg.Name))
+	}
+	if cfg.Concurrency != 0 {
+		opts = append(opts, worker.WithConcurrency(cfg.Concurrency))
+	}
+	if cfg.AckWait != 0 {
+		opts = append(opts, worker.WithAckWait(cfg.AckWait))
+	}
+	if cfg.ShutdownTimeout != 0 {
+		opts = append(opts, worker.WithShutdownTimeout(cfg.ShutdownTimeout))
+	}
+	if cfg.Replicas != 0 || cfg.Memory {
+		opts = append(opts, worker.WithStreams(max(cfg.Replicas, 1), cfg.Memory))
+	}
+	w, err := worker.New(nc, opts...)
+	if err != nil {
+		return nil, err
+	}
+	all := builtin.Handlers()
+	names := cfg.Activities
+	if len(names) == 0 {
+		for name := range all {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+	}
+	for _, name := range names {
+		h, ok := all[name]
+		if !ok {
+			return nil, fmt.Errorf("activity %q: not a built-in activity (have: echo, sha256, sleep)", name)
+		}
+		w.Handle(name, h)
+	}
+	return w, nil
+}
+
+// Run connects, serves until ctx is done, then drains.
+func Run(ctx context.Context, cfg Config) error {
+	nc, err := nats.Connect(cfg.URL, cfg.ConnectOptions...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", cfg.URL, err)
+	}
+	defer func() { _ = nc.Drain() }()
+	w, err := New(nc, cfg)
+	if err != nil {
+		return err
+	}
+	return w.Run(ctx)
+}
