@@ -25,6 +25,7 @@ type config struct {
 	replicas        int
 	memory          bool
 	logger          zerolog.Logger
+	observer        Observer
 }
 
 func defaultConfig() config {
@@ -137,6 +138,24 @@ func WithStreams(replicas int, memory bool) Option {
 func WithLogger(l zerolog.Logger) Option {
 	return func(c *config) error {
 		c.logger = l
+		return nil
+	}
+}
+
+// Observer is told when items start and finish, for metrics. Its methods
+// are called from many goroutines at once.
+type Observer interface {
+	// ItemStarted: an attempt of an item of activity begins.
+	ItemStarted(activity string, attempt int)
+	// ItemFinished: the attempt ended with outcome "succeeded", "failed"
+	// (the item's final result) or "retried" (it will run again).
+	ItemFinished(activity string, outcome string, d time.Duration)
+}
+
+// WithObserver reports item starts and ends to o.
+func WithObserver(o Observer) Option {
+	return func(c *config) error {
+		c.observer = o
 		return nil
 	}
 }

@@ -35,10 +35,12 @@ type Worker struct {
 	slots     chan struct{}
 	running   sync.WaitGroup
 	draining  atomic.Bool
+	drainCh   chan struct{} // closed when Stop begins
 	// handlerCtx is canceled when Stop gives up waiting for handlers.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
 	started       bool
+	ready         atomic.Bool
 	stopOnce      sync.Once
 	stopped       chan struct{}
 }
@@ -61,6 +63,7 @@ func New(nc *nats.Conn, opts ...Option) (*Worker, error) {
 		log:      cfg.logger.With().Str("component", "worker").Str("worker", cfg.name).Logger(),
 		handlers: map[string]Handler{},
 		stopped:  make(chan struct{}),
+		drainCh:  make(chan struct{}),
 	}, nil
 }
 
@@ -163,6 +166,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.consumers = append(w.consumers, cc)
 	}
 	w.started = true
+	w.ready.Store(true)
 	w.log.Info().Strs("activities", w.Activities()).Int("concurrency", w.cfg.concurrency).Msg("worker started")
 	return nil
 }
@@ -187,7 +191,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 		if !w.started {
 			return
 		}
+		w.ready.Store(false)
 		w.draining.Store(true)
+		close(w.drainCh)
 		w.stopConsumers()
 		done := make(chan struct{})
 		go func() { w.running.Wait(); close(done) }()
@@ -216,6 +222,23 @@ func (w *Worker) Stop(ctx context.Context) error {
 // Stopped is closed when Stop has finished.
 func (w *Worker) Stopped() <-chan struct{} { return w.stopped }
 
+// Ready reports why the worker cannot take items, or nil: it must be
+// started, connected, and its activities' consumers must exist.
+func (w *Worker) Ready(ctx context.Context) error {
+	if !w.ready.Load() {
+		return errors.New("not started")
+	}
+	if !w.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	for activity := range w.handlers {
+		if _, err := w.js.Consumer(ctx, w.names.WorkStream(), w.names.WorkConsumer(activity)); err != nil {
+			return fmt.Errorf("consumer for activity %q: %w", activity, err)
+		}
+	}
+	return nil
+}
+
 // receive is the consume callback of one activity: it waits for a free
 // slot, then runs the item on its own goroutine.
 func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
@@ -224,7 +247,12 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 			_ = msg.Nak()
 			return
 		}
-		w.slots <- struct{}{}
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.drainCh:
+			_ = msg.Nak()
+			return
+		}
 		if w.draining.Load() {
 			<-w.slots
 			_ = msg.Nak()
@@ -281,16 +309,27 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 	})
 	stopHeartbeat := w.heartbeat(msg)
 	start := time.Now()
+	if w.cfg.observer != nil {
+		w.cfg.observer.ItemStarted(activity, attempt)
+	}
 	out, err := call(ctx, h, wm.Input, timeout)
 	stopHeartbeat()
-	res.DurationMS = float64(time.Since(start).Microseconds()) / 1000
+	elapsed := time.Since(start)
+	res.DurationMS = float64(elapsed.Microseconds()) / 1000
 	res.Attempts = attempt
+	outcome := "retried"
+	defer func() {
+		if w.cfg.observer != nil {
+			w.cfg.observer.ItemFinished(activity, outcome, elapsed)
+		}
+	}()
 
 	if err == nil {
 		if out != nil && !json.Valid(out) {
 			err = Permanent(errors.New("handler returned output that is not JSON"))
 		} else {
 			res.OK, res.Output = true, out
+			outcome = "succeeded"
 			w.settle(msg, &res, log)
 			return
 		}
@@ -305,6 +344,7 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 	switch {
 	case errors.As(err, &perm) || attempt >= maxAttempts:
 		res.Error = err.Error()
+		outcome = "failed"
 		log.Debug().Err(err).Int("attempt", attempt).Msg("item failed")
 		w.settle(msg, &res, log)
 	case errors.As(err, &later):

@@ -14,6 +14,7 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/coordinator"
+	"github.com/fanoutdev/fanout/internal/observe"
 )
 
 func main() {
@@ -37,8 +38,18 @@ func main() {
 	f.Int(&cfg.Topology.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of every stream and bucket (3 in a NATS cluster)")
 	f.String(&storage, "storage", "FANOUT_STORAGE", "file", "JetStream storage: file or memory")
 	f.Duration(&cfg.Topology.Retention, "retention", "FANOUT_RETENTION", 7*24*time.Hour, "how long finished batches' results, aggregates and state are kept; also the longest batch timeout")
+	var healthcheck string
+	f.String(&cfg.HTTPAddr, "http", "FANOUT_HTTP_ADDR", "", "address serving /healthz, /readyz and /metrics, e.g. :8080 (default: off)")
+	fs.StringVar(&healthcheck, "healthcheck", "", "check the health URL given (e.g. http://127.0.0.1:8080/readyz), exit 0 if it answers 200, and do nothing else: for container health checks")
 	err := f.Parse(fs, os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if healthcheck != "" {
+		if err := observe.Check(healthcheck); err != nil {
+			fmt.Fprintln(os.Stderr, "coordinator healthcheck:", err)
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	if err == nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fanoutdev/fanout/internal/config"
+	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/workerd"
 )
 
@@ -36,8 +37,18 @@ func main() {
 	f.String(&activities, "activities", "FANOUT_ACTIVITIES", "", "comma-separated built-in activities to serve (default: all of echo, sha256, sleep)")
 	f.Int(&cfg.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of streams this worker creates if no coordinator has yet")
 	f.String(&storage, "storage", "FANOUT_STORAGE", "file", "storage of streams this worker creates if no coordinator has yet: file or memory")
+	var healthcheck string
+	f.String(&cfg.HTTPAddr, "http", "FANOUT_HTTP_ADDR", "", "address serving /healthz, /readyz and /metrics, e.g. :8080 (default: off)")
+	fs.StringVar(&healthcheck, "healthcheck", "", "check the health URL given (e.g. http://127.0.0.1:8080/readyz), exit 0 if it answers 200, and do nothing else: for container health checks")
 	err := f.Parse(fs, os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if healthcheck != "" {
+		if err := observe.Check(healthcheck); err != nil {
+			fmt.Fprintln(os.Stderr, "worker healthcheck:", err)
+			os.Exit(1)
+		}
 		os.Exit(0)
 	}
 	if err == nil {

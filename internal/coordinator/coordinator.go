@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/topology"
 )
 
@@ -56,6 +58,11 @@ type Config struct {
 	// in memory while it runs; larger ones are read back from the results
 	// stream when they finish. Default 10,000.
 	InMemoryResults int
+
+	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
+	HTTPAddr string
+	// Metrics records Prometheus metrics when not nil.
+	Metrics *observe.CoordinatorMetrics
 
 	Logger zerolog.Logger
 }
@@ -134,6 +141,7 @@ type Coordinator struct {
 	wg        sync.WaitGroup
 	stopOnce  sync.Once
 	stopped   chan struct{}
+	started   atomic.Bool
 }
 
 // New checks the configuration. Start connects and begins work.
@@ -154,19 +162,55 @@ func New(cfg Config) (*Coordinator, error) {
 	}, nil
 }
 
-// Run starts a coordinator and blocks until ctx is done, then stops it.
+// Run starts a coordinator (and its health and metrics server when
+// HTTPAddr is set) and blocks until ctx is done, then stops it.
 func Run(ctx context.Context, cfg Config) error {
+	reg := observe.NewRegistry()
+	if cfg.Metrics == nil {
+		cfg.Metrics = observe.NewCoordinatorMetrics(reg)
+	}
 	c, err := New(cfg)
 	if err != nil {
 		return err
 	}
+	httpSrv, err := observe.Start(cfg.HTTPAddr, c.Ready, reg)
+	if err != nil {
+		return err
+	}
+	stopCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 30*time.Second)
+	}
+	defer func() {
+		ctx, cancel := stopCtx()
+		defer cancel()
+		httpSrv.Stop(ctx)
+	}()
 	if err := c.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	sctx, cancel := stopCtx()
 	defer cancel()
-	return c.Stop(stopCtx)
+	return c.Stop(sctx)
+}
+
+// Ready reports why the coordinator cannot serve, or nil: it must be
+// started, connected, and its streams must exist.
+func (c *Coordinator) Ready() error {
+	if !c.started.Load() {
+		return errors.New("not started")
+	}
+	if !c.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, name := range []string{c.names.WorkStream(), c.names.ResultsStream(), c.names.DoneStream(), c.names.ControlStream()} {
+		if _, err := c.js.Stream(ctx, name); err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Start connects, creates the streams and bucket, and begins serving
@@ -247,6 +291,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.tokens = it
 	c.wg.Add(1)
 	go c.takeTokens()
+	c.started.Store(true)
 	c.log.Info().Str("prefix", c.cfg.Prefix).Dur("lease", c.cfg.Lease).Msg("coordinator started")
 	return nil
 }
@@ -293,6 +338,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 	var err error
 	c.stopOnce.Do(func() {
 		defer close(c.stopped)
+		c.started.Store(false)
 		if c.runCtx == nil {
 			return
 		}

@@ -91,6 +91,13 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 
 	c.register(d)
 	defer c.unregister(d)
+	c.cfg.Metrics.BatchStarted()
+	defer c.cfg.Metrics.BatchStopped()
+	defer func() {
+		if d.st != nil {
+			c.cfg.Metrics.Released(d.next - d.st.Succeeded - d.st.Failed)
+		}
+	}()
 
 	err = d.load(ctx, meta.Sequence.Stream, meta.NumDelivered)
 	if err == nil {
@@ -239,6 +246,7 @@ func (d *driver) run(ctx context.Context) error {
 				}
 			}
 		case <-saveTick.C:
+			d.fill(ctx) // picks up after a publish that failed
 			if err := d.save(ctx); err != nil {
 				return err
 			}
@@ -304,6 +312,7 @@ func (d *driver) onResult(m jetstream.Msg) {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
 	}
 	if aggregate.Apply(d.st, meta.Sequence.Stream, item, res.OK) {
+		d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
 		if d.results != nil {
 			d.results.Add(&res, item)
 		}
@@ -351,6 +360,7 @@ func (d *driver) publish(ctx context.Context, item int) error {
 		fut, err := d.c.js.PublishMsgAsync(msg)
 		if err == nil {
 			d.pending = append(d.pending, pendingPub{item: item, msg: msg, fut: fut})
+			d.c.cfg.Metrics.Published(d.st.Activity, 1)
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
@@ -436,6 +446,7 @@ func (d *driver) checkpoint(ctx context.Context) error {
 	for {
 		rev, err := d.c.state.Update(ctx, d.st, d.rev)
 		if err == nil {
+			d.c.cfg.Metrics.Checkpointed(d.sinceSave)
 			d.rev, d.dirty, d.sinceSave = rev, false, 0
 			return nil
 		}
@@ -502,6 +513,7 @@ func (d *driver) finish(ctx context.Context, status messages.Status, reason stri
 	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
 		return err
 	}
+	d.c.cfg.Metrics.BatchFinished(string(status))
 	d.log.Info().Str("status", string(status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
 		Int("total", d.st.Total).Str("reason", reason).Msg("batch finished")
 	return d.publishDone(ctx)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/builtin"
+	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/worker"
 )
 
@@ -28,12 +29,18 @@ type Config struct {
 	Memory          bool
 	// Activities limits the built-ins served (all when empty).
 	Activities []string
-	Logger     zerolog.Logger
+	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
+	HTTPAddr string
+	Observer worker.Observer
+	Logger   zerolog.Logger
 }
 
 // New builds a worker for the built-in activities on nc.
 func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	opts := []worker.Option{worker.WithLogger(cfg.Logger)}
+	if cfg.Observer != nil {
+		opts = append(opts, worker.WithObserver(cfg.Observer))
+	}
 	if cfg.Prefix != "" {
 		opts = append(opts, worker.WithPrefix(cfg.Prefix))
 	}
@@ -81,9 +88,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("connect to NATS at %s: %w", cfg.URL, err)
 	}
 	defer func() { _ = nc.Drain() }()
+	reg := observe.NewRegistry()
+	if cfg.Observer == nil {
+		cfg.Observer = observe.NewWorkerMetrics(reg, max(cfg.Concurrency, 1))
+	}
 	w, err := New(nc, cfg)
 	if err != nil {
 		return err
 	}
+	httpSrv, err := observe.Start(cfg.HTTPAddr, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return w.Ready(ctx)
+	}, reg)
+	if err != nil {
+		return err
+	}
+	defer httpSrv.Stop(context.Background())
 	return w.Run(ctx)
 }
