@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
 )
@@ -447,6 +448,7 @@ func (w *Worker) settle(msg jetstream.Msg, res *messages.ResultMessage, log zero
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
+	faults.ResultPublished()
 	if err := msg.Ack(); err != nil {
 		log.Debug().Err(err).Msg("ack")
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fanoutdev/fanout/internal/config"
+	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/workerd"
 )
@@ -73,6 +74,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(2)
 	}
+	faults.Load()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := workerd.Run(ctx, cfg); err != nil {

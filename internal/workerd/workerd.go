@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/builtin"
+	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/worker"
 )
@@ -70,6 +71,12 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 			names = append(names, name)
 		}
 		slices.Sort(names)
+	}
+	if faults.CrashActivityEnabled() {
+		all["crash"] = worker.HandlerFunc(faults.Crash)
+		if len(cfg.Activities) == 0 {
+			names = append(names, "crash")
+		}
 	}
 	for _, name := range names {
 		h, ok := all[name]
