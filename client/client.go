@@ -3,8 +3,6 @@
 package client
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
@@ -30,6 +29,7 @@ type (
 	Aggregate     = messages.Aggregate
 	ItemResult    = messages.ItemResult
 	Status        = messages.Status
+	RedriveRef    = messages.RedriveRef
 	// Error is a coordinator's refusal: Code is one of the Code constants.
 	Error = messages.Error
 )
@@ -179,6 +179,30 @@ func (c *Client) Cancel(ctx context.Context, batchID string) (*Progress, error) 
 	return &p, nil
 }
 
+// OptionsUpdate holds the options Update can change; nil fields stay.
+type OptionsUpdate = messages.OptionsUpdate
+
+// Update changes max_in_flight and the failure policy and thresholds of a
+// running batch, and returns its state with the options now in force.
+func (c *Client) Update(ctx context.Context, batchID string, opts OptionsUpdate) (*Progress, error) {
+	var p Progress
+	if err := c.request(ctx, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Options: opts}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Redrive runs the failed and not-run items of a finished batch again, as a
+// new batch whose aggregate's redrive_of maps its items to the old ones.
+// newID is the new batch's optional idempotency key.
+func (c *Client) Redrive(ctx context.Context, batchID, newID string) (*SubmitReply, error) {
+	var r SubmitReply
+	if err := c.request(ctx, c.names.Redrive(), messages.RedriveRequest{BatchID: batchID, ID: newID}, &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
 // Wait blocks until the batch's aggregate is published and returns it, with
 // Results filled in item order (read from the object store when the batch
 // was too large for one message). onProgress, if not nil, is called with
@@ -226,31 +250,9 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
 	}
 	if agg.ResultsRef != nil {
-		if agg.Results, err = c.loadResults(ctx, agg.ResultsRef); err != nil {
+		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef); err != nil {
 			return &agg, err
 		}
 	}
 	return &agg, nil
-}
-
-func (c *Client) loadResults(ctx context.Context, ref *messages.ObjectRef) ([]ItemResult, error) {
-	obs, err := c.js.ObjectStore(ctx, ref.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("results object store %s: %w", ref.Bucket, err)
-	}
-	data, err := obs.GetBytes(ctx, ref.Name)
-	if err != nil {
-		return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
-	}
-	var out []ItemResult
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
-	for sc.Scan() {
-		var r ItemResult
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
-		}
-		out = append(out, r)
-	}
-	return out, sc.Err()
 }

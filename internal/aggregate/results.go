@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -98,10 +100,35 @@ func Build(st *messages.BatchState, results []messages.ItemResult, now time.Time
 		NotRun:    st.Total - st.Succeeded - st.Failed,
 		Results:   results,
 		StartedAt: st.CreatedAt, FinishedAt: st.FinishedAt,
+		RedriveOf: st.RedriveOf,
 	}
 	if agg.FinishedAt.IsZero() {
 		agg.FinishedAt = now
 	}
 	agg.DurationMS = float64(agg.FinishedAt.Sub(agg.StartedAt).Microseconds()) / 1000
 	return agg
+}
+
+// LoadResults reads results written by StoreResults-style JSON Lines from
+// the object store.
+func LoadResults(ctx context.Context, js jetstream.JetStream, ref *messages.ObjectRef) ([]messages.ItemResult, error) {
+	obs, err := js.ObjectStore(ctx, ref.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("results object store %s: %w", ref.Bucket, err)
+	}
+	data, err := obs.GetBytes(ctx, ref.Name)
+	if err != nil {
+		return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
+	}
+	var out []messages.ItemResult
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	for sc.Scan() {
+		var r messages.ItemResult
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, sc.Err()
 }

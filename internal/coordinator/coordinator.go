@@ -263,9 +263,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 
 	c.runCtx, c.cancelRun = context.WithCancel(context.Background())
 	for subj, h := range map[string]nats.MsgHandler{
-		c.names.Submit(): c.handleSubmit,
-		c.names.Status(): c.handleStatus,
-		c.names.Cancel(): c.handleCancel,
+		c.names.Submit():  c.handleSubmit,
+		c.names.Status():  c.handleStatus,
+		c.names.Cancel():  c.handleCancel,
+		c.names.Update():  c.handleUpdate,
+		c.names.Redrive(): c.handleRedrive,
 	} {
 		sub, err := c.nc.QueueSubscribe(subj, c.names.CoordinatorQueue(), h)
 		if err != nil {

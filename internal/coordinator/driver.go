@@ -148,7 +148,7 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 			st = &messages.BatchState{
 				BatchID: d.batch, Activity: d.req.Activity, Status: messages.StatusRunning,
 				Total: len(d.req.Items), Options: d.req.Options, TokenSeq: tokenSeq,
-				CreatedAt: now, UpdatedAt: now,
+				CreatedAt: now, UpdatedAt: now, RedriveOf: d.req.RedriveOf,
 			}
 			if rev, err = d.c.state.Create(ctx, st); errors.Is(err, aggregate.ErrExists) {
 				continue
@@ -254,10 +254,12 @@ func (d *driver) run(ctx context.Context) error {
 			if err := d.refresh(ctx); err != nil {
 				return err
 			}
+			d.fill(ctx)
 		case <-d.pokes:
 			if err := d.refresh(ctx); err != nil {
 				return err
 			}
+			d.fill(ctx)
 		case <-deadline:
 			return d.finish(ctx, messages.StatusTimedOut, fmt.Sprintf("the batch timeout of %s passed", st.Options.Timeout.Std()))
 		}
@@ -469,9 +471,16 @@ func (d *driver) merge(ctx context.Context) error {
 	if cur.Epoch != d.epoch {
 		return errLost
 	}
-	d.st.CancelRequested = d.st.CancelRequested || cur.CancelRequested
+	d.takeRequests(cur)
 	d.rev = rev
 	return nil
+}
+
+// takeRequests adopts what requests may have changed in the stored state:
+// a cancel, and the options (which only requests write).
+func (d *driver) takeRequests(cur *messages.BatchState) {
+	d.st.CancelRequested = d.st.CancelRequested || cur.CancelRequested
+	d.st.Options = cur.Options
 }
 
 // refresh looks for requests and lost ownership without waiting for the
@@ -486,7 +495,7 @@ func (d *driver) refresh(ctx context.Context) error {
 		return errLost
 	}
 	if rev != d.rev {
-		d.st.CancelRequested = d.st.CancelRequested || cur.CancelRequested
+		d.takeRequests(cur)
 		d.rev = rev
 	}
 	return nil

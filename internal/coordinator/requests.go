@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 const requestTimeout = 10 * time.Second
@@ -55,58 +57,83 @@ func (c *Coordinator) handleSubmit(m *nats.Msg) {
 		c.replyError(m, messages.Errorf(messages.CodeUnsupported, "source and reduce steps are not supported by this coordinator yet; send items"))
 		return
 	}
+	c.replyAccept(ctx, m, req)
+}
+
+func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages.BatchRequest) {
+	r, e := c.accept(ctx, req)
+	if e != nil {
+		c.replyError(m, e)
+		return
+	}
+	c.reply(m, r)
+}
+
+// accept stores a valid batch request: its token first (the server keeps
+// one per batch id), then its state. A repeated id answers with the batch
+// that has it.
+func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*messages.SubmitReply, *messages.Error) {
 	if req.ID != "" {
 		if st, _, err := c.state.Get(ctx, req.ID); err == nil {
-			c.reply(m, messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true})
-			return
+			return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}, nil
 		} else if !errors.Is(err, aggregate.ErrNotFound) {
-			c.replyError(m, unavailable(err))
-			return
+			return nil, unavailable(err)
 		}
 	}
 	if e := c.checkActivity(ctx, req.Activity); e != nil {
-		c.replyError(m, e)
-		return
+		return nil, e
 	}
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		c.replyError(m, messages.Errorf(messages.CodeInternal, "encode batch: %v", err))
-		return
+		return nil, messages.Errorf(messages.CodeInternal, "encode batch: %v", err)
 	}
 	if int64(len(body)) > c.nc.MaxPayload() {
-		c.replyError(m, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload()))
-		return
+		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
 	ack, err := c.js.Publish(ctx, c.names.Token(req.ID), body, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
+		// A concurrent submit of the same id stored its token first.
+		return c.existing(ctx, req.ID)
+	}
 	if err != nil {
-		c.replyError(m, unavailable(err))
-		return
+		return nil, unavailable(err)
 	}
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
 		Total: len(req.Items), Options: req.Options, TokenSeq: ack.Sequence,
-		CreatedAt: now, UpdatedAt: now,
+		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
 	}
 	if _, err := c.state.Create(ctx, st); errors.Is(err, aggregate.ErrExists) {
-		// The driver got the token first and created the state, or a
-		// concurrent submit with the same id won.
-		cur, _, err := c.state.Get(ctx, req.ID)
-		if err != nil {
-			c.replyError(m, unavailable(err))
-			return
-		}
-		c.reply(m, messages.SubmitReply{BatchID: cur.BatchID, Total: cur.Total, Status: cur.Status, Existing: cur.TokenSeq != ack.Sequence})
-		return
+		// The driver got the token first and created the state.
+		return &messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: messages.StatusRunning}, nil
 	} else if err != nil {
-		c.replyError(m, unavailable(err))
-		return
+		return nil, unavailable(err)
 	}
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", st.Total).Msg("batch accepted")
-	c.reply(m, messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: st.Status})
+	return &messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: st.Status}, nil
+}
+
+// existing describes a batch whose token is already stored. Its state may
+// lag the token by a moment (its submitter is creating it).
+func (c *Coordinator) existing(ctx context.Context, batch string) (*messages.SubmitReply, *messages.Error) {
+	for {
+		st, _, err := c.state.Get(ctx, batch)
+		if err == nil {
+			return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}, nil
+		}
+		if !errors.Is(err, aggregate.ErrNotFound) {
+			return nil, unavailable(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // checkActivity refuses an activity no worker has ever registered: a typo
@@ -142,7 +169,7 @@ func (c *Coordinator) handleStatus(m *nats.Msg) {
 		c.replyError(m, unavailable(err))
 		return
 	}
-	c.reply(m, st.Progress(time.Now()))
+	c.reply(m, progressWithOptions(st))
 }
 
 // handleCancel marks the batch for cancellation, tells its driver, and
@@ -206,4 +233,110 @@ func (c *Coordinator) awaitFinal(ctx context.Context, batch string, last *messag
 			}
 		}
 	}
+}
+
+// handleUpdate changes options of a running batch; its driver takes them
+// at its next state read, which the poke makes immediate.
+func (c *Coordinator) handleUpdate(m *nats.Msg) {
+	u, e := messages.DecodeUpdateRequest(m.Data)
+	if e != nil {
+		c.replyError(m, e)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout)
+	defer cancel()
+	var refused *messages.Error
+	st, err := c.state.Modify(ctx, u.BatchID, func(st *messages.BatchState) error {
+		if st.Status.Final() {
+			refused = messages.Errorf(messages.CodeInvalidRequest, "batch %q already ended (%s); there is nothing to update", u.BatchID, st.Status)
+			return errNoChange
+		}
+		st.Options = u.Options.Apply(st.Options)
+		return nil
+	})
+	switch {
+	case refused != nil:
+		c.replyError(m, refused)
+		return
+	case errors.Is(err, aggregate.ErrNotFound):
+		c.replyError(m, messages.Errorf(messages.CodeNotFound, "batch %q: no such batch", u.BatchID))
+		return
+	case err != nil:
+		c.replyError(m, unavailable(err))
+		return
+	}
+	_ = c.nc.Publish(c.names.Poke(u.BatchID), nil)
+	c.log.Info().Str("batch_id", u.BatchID).Msg("batch options updated")
+	c.reply(m, progressWithOptions(st))
+}
+
+func progressWithOptions(st *messages.BatchState) messages.Progress {
+	p := st.Progress(time.Now())
+	o := st.Options
+	p.Options = &o
+	return p
+}
+
+// handleRedrive submits a new batch made of the failed (and not run) items
+// of a finished batch, linked to it by redrive_of.
+func (c *Coordinator) handleRedrive(m *nats.Msg) {
+	r, e := messages.DecodeRedriveRequest(m.Data)
+	if e != nil {
+		c.replyError(m, e)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout)
+	defer cancel()
+	req, e := c.redriveRequest(ctx, r)
+	if e != nil {
+		c.replyError(m, e)
+		return
+	}
+	c.replyAccept(ctx, m, req)
+}
+
+func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequest) (messages.BatchRequest, *messages.Error) {
+	var req messages.BatchRequest
+	st, _, err := c.state.Get(ctx, r.BatchID)
+	if errors.Is(err, aggregate.ErrNotFound) {
+		return req, messages.Errorf(messages.CodeNotFound, "batch %q: no such batch", r.BatchID)
+	} else if err != nil {
+		return req, unavailable(err)
+	}
+	if !st.Status.Final() {
+		return req, messages.Errorf(messages.CodeInvalidRequest, "batch %q is still running; redrive works on finished batches", r.BatchID)
+	}
+	doneMsg, err := c.stores.Done.GetLastMsgForSubject(ctx, c.names.Done(r.BatchID))
+	if err != nil {
+		return req, unavailable(fmt.Errorf("aggregate of %s: %w", r.BatchID, err))
+	}
+	var agg messages.Aggregate
+	if err := json.Unmarshal(doneMsg.Data, &agg); err != nil {
+		return req, messages.Errorf(messages.CodeInternal, "aggregate of %s: %v", r.BatchID, err)
+	}
+	if agg.ResultsRef != nil {
+		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef); err != nil {
+			return req, unavailable(err)
+		}
+	}
+	tok, err := c.stores.Control.GetLastMsgForSubject(ctx, c.names.Token(r.BatchID))
+	if err != nil {
+		return req, unavailable(fmt.Errorf("request of %s: %w", r.BatchID, err))
+	}
+	var orig messages.BatchRequest
+	if err := json.Unmarshal(tok.Data, &orig); err != nil {
+		return req, messages.Errorf(messages.CodeInternal, "request of %s: %v", r.BatchID, err)
+	}
+	ref := &messages.RedriveRef{BatchID: r.BatchID}
+	for _, res := range agg.Results {
+		if !res.OK && res.Item < len(orig.Items) {
+			ref.Items = append(ref.Items, res.Item)
+			req.Items = append(req.Items, orig.Items[res.Item])
+		}
+	}
+	if len(ref.Items) == 0 {
+		return req, messages.Errorf(messages.CodeInvalidRequest, "batch %q has no failed items to redrive", r.BatchID)
+	}
+	req.ID, req.Activity, req.Options, req.RedriveOf = r.ID, orig.Activity, orig.Options, ref
+	return req, nil
 }

@@ -54,9 +54,11 @@ func MustNames(prefix string) Names {
 }
 
 // Request/reply subjects served by the coordinators (queue group Coordinators).
-func (n Names) Submit() string { return n.Prefix + ".submit" }
-func (n Names) Status() string { return n.Prefix + ".status" }
-func (n Names) Cancel() string { return n.Prefix + ".cancel" }
+func (n Names) Submit() string  { return n.Prefix + ".submit" }
+func (n Names) Status() string  { return n.Prefix + ".status" }
+func (n Names) Cancel() string  { return n.Prefix + ".cancel" }
+func (n Names) Update() string  { return n.Prefix + ".update" }
+func (n Names) Redrive() string { return n.Prefix + ".redrive" }
 
 // CoordinatorQueue is the queue group the coordinators answer requests in.
 func (n Names) CoordinatorQueue() string { return n.Prefix + "-coordinators" }

@@ -36,6 +36,16 @@ type BatchRequest struct {
 	Source   *StepSpec         `json:"source,omitempty"`
 	Reduce   *StepSpec         `json:"reduce,omitempty"`
 	Options  Options           `json:"options,omitempty"`
+	// RedriveOf is set by the coordinator on a batch made by a redrive
+	// request: the batch whose failed items it runs again.
+	RedriveOf *RedriveRef `json:"redrive_of,omitempty"`
+}
+
+// RedriveRef links a redriven batch to its origin: item i of the new
+// batch is item Items[i] of batch BatchID.
+type RedriveRef struct {
+	BatchID string `json:"batch_id"`
+	Items   []int  `json:"items"`
 }
 
 // StepSpec names an activity run once (a source or reduce step).
@@ -80,6 +90,47 @@ type SubmitReply struct {
 // BatchRef is the body of status and cancel requests.
 type BatchRef struct {
 	BatchID string `json:"batch_id"`
+}
+
+// UpdateRequest changes options of a running batch (fanout.update).
+type UpdateRequest struct {
+	BatchID string        `json:"batch_id"`
+	Options OptionsUpdate `json:"options"`
+}
+
+// OptionsUpdate holds the options that can change while a batch runs;
+// nil fields stay as they are.
+type OptionsUpdate struct {
+	MaxInFlight             *int           `json:"max_in_flight,omitempty"`
+	FailurePolicy           *FailurePolicy `json:"failure_policy,omitempty"`
+	ToleratedFailures       *int           `json:"tolerated_failures,omitempty"`
+	ToleratedFailurePercent *float64       `json:"tolerated_failure_percent,omitempty"`
+}
+
+// Apply returns o with the update's fields set.
+func (u OptionsUpdate) Apply(o Options) Options {
+	if u.MaxInFlight != nil {
+		o.MaxInFlight = *u.MaxInFlight
+	}
+	if u.FailurePolicy != nil {
+		o.FailurePolicy = *u.FailurePolicy
+	}
+	if u.ToleratedFailures != nil {
+		n := *u.ToleratedFailures
+		o.ToleratedFailures = &n
+	}
+	if u.ToleratedFailurePercent != nil {
+		p := *u.ToleratedFailurePercent
+		o.ToleratedFailurePercent = &p
+	}
+	return o
+}
+
+// RedriveRequest runs the failed items of a finished batch again, as a new
+// batch (fanout.redrive). ID is the new batch's optional idempotency key.
+type RedriveRequest struct {
+	BatchID string `json:"batch_id"`
+	ID      string `json:"id,omitempty"`
 }
 
 // ErrorReply is the reply to any request that failed.
@@ -140,6 +191,7 @@ type Aggregate struct {
 	// message: a JSON Lines object of ItemResult in item order.
 	ResultsRef *ObjectRef      `json:"results_ref,omitempty"`
 	Output     json.RawMessage `json:"output,omitempty"`
+	RedriveOf  *RedriveRef     `json:"redrive_of,omitempty"`
 	StartedAt  time.Time       `json:"started_at"`
 	FinishedAt time.Time       `json:"finished_at"`
 	DurationMS float64         `json:"duration_ms"`
@@ -169,6 +221,10 @@ type Progress struct {
 	ETAMS      int64     `json:"eta_ms,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// Options are the batch's options in force (status, cancel and update
+	// replies; not in progress events).
+	Options *Options `json:"options,omitempty"`
+	Reason  string   `json:"reason,omitempty"`
 }
 
 // BatchState is the value of a batch's key in the FANOUT_BATCHES bucket:
@@ -192,8 +248,9 @@ type BatchState struct {
 	TokenSeq uint64 `json:"token_seq"`
 	// Epoch grows each time a coordinator takes the batch over; a driver
 	// whose epoch is stale has lost the batch and stops.
-	Epoch uint64 `json:"epoch"`
-	Owner string `json:"owner,omitempty"`
+	Epoch     uint64      `json:"epoch"`
+	Owner     string      `json:"owner,omitempty"`
+	RedriveOf *RedriveRef `json:"redrive_of,omitempty"`
 	// CancelRequested is set by a cancel request; the driver ends the batch.
 	CancelRequested bool      `json:"cancel_requested,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`
@@ -208,7 +265,7 @@ func (s *BatchState) Progress(now time.Time) Progress {
 	p := Progress{
 		BatchID: s.BatchID, Activity: s.Activity, Status: s.Status,
 		Total: s.Total, Succeeded: s.Succeeded, Failed: s.Failed, Done: done,
-		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Reason: s.Reason,
 	}
 	if !s.Status.Final() {
 		p.InFlight = max(s.Published-done, 0)

@@ -157,6 +157,93 @@ func DecodeBatchRef(data []byte) (BatchRef, *Error) {
 	return ref, nil
 }
 
+// DecodeUpdateRequest parses a fanout.update body. Only the options that
+// can change while a batch runs are accepted.
+func DecodeUpdateRequest(data []byte) (UpdateRequest, *Error) {
+	var u UpdateRequest
+	fields, e := decodeObject(data, "request")
+	if e != nil {
+		e.Code = CodeInvalidJSON
+		return u, e
+	}
+	var opts map[string]json.RawMessage
+	for _, k := range sortedKeys(fields) {
+		switch k {
+		case "batch_id":
+			if err := decodeString(fields[k], &u.BatchID); err != nil {
+				return u, Errorf(CodeInvalidRequest, "batch_id: %v", err)
+			}
+		case "options":
+			if opts, e = decodeObject(fields[k], "options"); e != nil {
+				return u, e
+			}
+		default:
+			return u, Errorf(CodeInvalidRequest, "%s: unknown field (known: batch_id, options)", k)
+		}
+	}
+	if !ValidToken(u.BatchID) {
+		return u, Errorf(CodeInvalidRequest, "batch_id: %q is not a batch id", u.BatchID)
+	}
+	if len(opts) == 0 {
+		return u, Errorf(CodeInvalidRequest, "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent")
+	}
+	for k := range opts {
+		switch k {
+		case "max_in_flight", "failure_policy", "tolerated_failures", "tolerated_failure_percent":
+		default:
+			return u, Errorf(CodeInvalidRequest, "options.%s: cannot be changed while a batch runs (changeable: max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent)", k)
+		}
+	}
+	raw, _ := json.Marshal(opts)
+	o, e := decodeOptions(raw)
+	if e != nil {
+		return u, e
+	}
+	if e := o.validate(Limits{}); e != nil {
+		return u, e
+	}
+	if _, ok := opts["max_in_flight"]; ok {
+		u.Options.MaxInFlight = &o.MaxInFlight
+	}
+	if _, ok := opts["failure_policy"]; ok {
+		u.Options.FailurePolicy = &o.FailurePolicy
+	}
+	u.Options.ToleratedFailures = o.ToleratedFailures
+	u.Options.ToleratedFailurePercent = o.ToleratedFailurePercent
+	return u, nil
+}
+
+// DecodeRedriveRequest parses a fanout.redrive body.
+func DecodeRedriveRequest(data []byte) (RedriveRequest, *Error) {
+	var r RedriveRequest
+	fields, e := decodeObject(data, "request")
+	if e != nil {
+		e.Code = CodeInvalidJSON
+		return r, e
+	}
+	for _, k := range sortedKeys(fields) {
+		var err error
+		switch k {
+		case "batch_id":
+			err = decodeString(fields[k], &r.BatchID)
+		case "id":
+			err = decodeString(fields[k], &r.ID)
+		default:
+			return r, Errorf(CodeInvalidRequest, "%s: unknown field (known: batch_id, id)", k)
+		}
+		if err != nil {
+			return r, Errorf(CodeInvalidRequest, "%s: %v", k, err)
+		}
+	}
+	if !ValidToken(r.BatchID) {
+		return r, Errorf(CodeInvalidRequest, "batch_id: %q is not a batch id", r.BatchID)
+	}
+	if r.ID != "" && !ValidToken(r.ID) {
+		return r, Errorf(CodeInvalidRequest, "id: %q must be 1-64 characters of A-Z a-z 0-9 _ -", r.ID)
+	}
+	return r, nil
+}
+
 func (o Options) validate(lim Limits) *Error {
 	if o.MaxInFlight < 0 || o.MaxInFlight > MaxMaxInFlight {
 		return Errorf(CodeInvalidRequest, "options.max_in_flight: %d is out of range (1 to %d)", o.MaxInFlight, MaxMaxInFlight)

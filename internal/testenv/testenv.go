@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/client"
@@ -107,6 +108,20 @@ func (e *Env) Worker(register func(*worker.Worker), opts ...worker.Option) *work
 		_ = w.Stop(ctx)
 	})
 	return w
+}
+
+// Stream opens a stream by name, failing the test if it cannot.
+func (e *Env) Stream(ctx context.Context, name string) jetstream.Stream {
+	e.T.Helper()
+	js, err := jetstream.New(e.Conn)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	return s
 }
 
 // Submit submits a batch and fails the test if it is refused.

@@ -98,10 +98,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 		}},
 		{&h.Control, jetstream.StreamConfig{
 			Name:        n.ControlStream(),
-			Description: "fanout batch tokens: a batch's request, held un-acked by the coordinator driving it",
+			Description: "fanout batch tokens: a batch's request, held un-acked by the coordinator driving it, kept for redrive",
 			Subjects:    []string{n.ControlAll()},
-			Retention:   jetstream.WorkQueuePolicy,
-			Duplicates:  2 * time.Minute,
+			Retention:   jetstream.LimitsPolicy,
+			// One token per batch id, for good: a second submit of the same
+			// id is refused by the server, not only within a dedupe window.
+			MaxMsgsPerSubject:    1,
+			Discard:              jetstream.DiscardNew,
+			DiscardNewPerSubject: true,
+			MaxAge:               cfg.Retention,
+			Duplicates:           2 * time.Minute,
 		}},
 	}
 	for _, s := range streams {

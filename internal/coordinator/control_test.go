@@ -1,0 +1,178 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fanoutdev/fanout/client"
+	"github.com/fanoutdev/fanout/internal/testenv"
+	"github.com/fanoutdev/fanout/worker"
+)
+
+// heldActivity is an activity whose items block until released, so a test can hold
+// a batch mid-run without sleeping.
+type heldActivity struct {
+	started chan int
+	release chan struct{}
+}
+
+func newHeldActivity() *heldActivity { return &heldActivity{started: make(chan int, 10000), release: make(chan struct{})} }
+
+func (g *heldActivity) register(w *worker.Worker) {
+	w.HandleFunc("held", func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		info, _ := worker.InfoFrom(ctx)
+		g.started <- info.Item
+		select {
+		case <-g.release:
+			return in, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+}
+
+func numberedItems(n int) []json.RawMessage {
+	items := make([]json.RawMessage, n)
+	for i := range items {
+		items[i] = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+	}
+	return items
+}
+
+// Live update: raising max_in_flight of a running batch lets more items out.
+func TestUpdateRaisesWindow(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	g := newHeldActivity()
+	env.Worker(g.register, worker.WithConcurrency(64))
+	r := env.Submit(client.BatchRequest{Activity: "held", Items: numberedItems(40), Options: client.Options{MaxInFlight: 2}})
+	for range 2 {
+		<-g.started
+	}
+	// With a window of 2 nothing more may start until an item ends.
+	select {
+	case i := <-g.started:
+		t.Fatalf("item %d started beyond the window of 2", i)
+	default:
+	}
+	n := 10
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := env.Client.Update(ctx, r.BatchID, client.OptionsUpdate{MaxInFlight: &n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Options == nil || p.Options.MaxInFlight != 10 {
+		t.Fatalf("update reply options %+v", p.Options)
+	}
+	for range 8 { // the window grows to 10 without any item finishing
+		select {
+		case <-g.started:
+		case <-ctx.Done():
+			t.Fatal("window did not grow after update")
+		}
+	}
+	close(g.release)
+	agg := env.Wait(r.BatchID, 30*time.Second)
+	if agg.Succeeded != 40 || agg.Status != client.StatusCompleted {
+		t.Fatalf("aggregate %s %d/%d", agg.Status, agg.Succeeded, agg.Total)
+	}
+	if _, err := env.Client.Update(ctx, r.BatchID, client.OptionsUpdate{MaxInFlight: &n}); err == nil {
+		t.Fatal("update of a finished batch was accepted")
+	}
+}
+
+// Cancel ends a running batch: status canceled, queued work removed from the
+// work stream, unfinished items marked not run, late results not counted.
+func TestCancelRunningBatch(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	g := newHeldActivity()
+	env.Worker(g.register, worker.WithConcurrency(8))
+	r := env.Submit(client.BatchRequest{Activity: "held", Items: numberedItems(10000), Options: client.Options{MaxInFlight: 500}})
+	for range 8 {
+		<-g.started
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := env.Client.Cancel(ctx, r.BatchID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != client.StatusCanceled {
+		t.Fatalf("cancel reply status %s", p.Status)
+	}
+	close(g.release) // the 8 running items now publish results that must not count
+	agg := env.Wait(r.BatchID, 20*time.Second)
+	if agg.Status != client.StatusCanceled || agg.Succeeded != 0 || agg.NotRun != 10000 {
+		t.Fatalf("aggregate %s succeeded %d not run %d", agg.Status, agg.Succeeded, agg.NotRun)
+	}
+	info, err := env.Stream(ctx, "FANOUT_WORK").Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Acks of the released items may still be on their way; queued items
+	// must be gone.
+	if info.State.Msgs > 8 {
+		t.Fatalf("work stream still holds %d messages after cancel", info.State.Msgs)
+	}
+}
+
+// Redrive runs exactly the failed items again, as a new linked batch.
+func TestRedriveFailedItems(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	var mu sync.Mutex
+	failOnce := map[int]bool{3: true, 7: true, 8: true}
+	env.Worker(func(w *worker.Worker) {
+		w.HandleFunc("flaky", func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+			var v struct{ N int }
+			_ = json.Unmarshal(in, &v)
+			mu.Lock()
+			defer mu.Unlock()
+			if failOnce[v.N] {
+				failOnce[v.N] = false
+				return nil, worker.Permanent(fmt.Errorf("item %d failed", v.N))
+			}
+			return in, nil
+		})
+	})
+	r := env.Submit(client.BatchRequest{Activity: "flaky", Items: numberedItems(10)})
+	agg := env.Wait(r.BatchID, 20*time.Second)
+	if agg.Failed != 3 {
+		t.Fatalf("first run: %d failed, want 3", agg.Failed)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	rr, err := env.Client.Redrive(ctx, r.BatchID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rr.Total != 3 || rr.BatchID == r.BatchID {
+		t.Fatalf("redrive reply %+v", rr)
+	}
+	agg2 := env.Wait(rr.BatchID, 20*time.Second)
+	if agg2.Succeeded != 3 || agg2.RedriveOf == nil || agg2.RedriveOf.BatchID != r.BatchID {
+		t.Fatalf("redrive aggregate %+v", agg2)
+	}
+	if got := fmt.Sprint(agg2.RedriveOf.Items); got != "[3 7 8]" {
+		t.Fatalf("redrive items %s, want [3 7 8]", got)
+	}
+	for i, res := range agg2.Results {
+		var v struct{ N int }
+		_ = json.Unmarshal(res.Output, &v)
+		if v.N != agg2.RedriveOf.Items[i] {
+			t.Fatalf("redriven item %d ran input %d", i, v.N)
+		}
+	}
+	if _, err := env.Client.Redrive(ctx, rr.BatchID, ""); err == nil {
+		t.Fatal("redrive of a batch without failures was accepted")
+	}
+}
