@@ -26,6 +26,7 @@ type config struct {
 	memory          bool
 	logger          zerolog.Logger
 	observer        Observer
+	limits          map[string]int
 }
 
 func defaultConfig() config {
@@ -156,6 +157,26 @@ type Observer interface {
 func WithObserver(o Observer) Option {
 	return func(c *config) error {
 		c.observer = o
+		return nil
+	}
+}
+
+// WithActivityLimit caps how many items of an activity run at once across
+// ALL workers and batches (to protect a downstream service): it is the
+// shared consumer's MaxAckPending, enforced by the server. Workers of one
+// activity should agree on it; the last to start sets it.
+func WithActivityLimit(activity string, n int) Option {
+	return func(c *config) error {
+		if !messages.ValidToken(activity) {
+			return invalid("activity limit: %q is not an activity name", activity)
+		}
+		if n < 1 {
+			return invalid("activity limit of %q: %d must be at least 1", activity, n)
+		}
+		if c.limits == nil {
+			c.limits = map[string]int{}
+		}
+		c.limits[activity] = n
 		return nil
 	}
 }

@@ -140,6 +140,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		for i := len(w.middleware) - 1; i >= 0; i-- {
 			handler = w.middleware[i](handler)
 		}
+		maxAckPending := w.cfg.maxAckPending
+		if n, ok := w.cfg.limits[activity]; ok {
+			maxAckPending = n
+		}
 		cons, err := h.Work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:       w.names.WorkConsumer(activity),
 			Description:   "fanout workers of activity " + activity,
@@ -149,7 +153,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			// Attempts are counted by the workers (max_attempts is per
 			// batch); the server only has to keep redelivering.
 			MaxDeliver:    -1,
-			MaxAckPending: w.cfg.maxAckPending,
+			MaxAckPending: maxAckPending,
 		})
 		if err != nil {
 			w.stopConsumers()

@@ -25,6 +25,7 @@ func main() {
 		logging    config.Logging
 		cfg        workerd.Config
 		activities string
+		limits     string
 		storage    string
 	)
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
@@ -36,6 +37,7 @@ func main() {
 	f.Duration(&cfg.AckWait, "ack-wait", "FANOUT_ACK_WAIT", 30*time.Second, "how long an item stays with a worker that stopped answering before it is delivered again")
 	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "FANOUT_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running items may take to finish")
 	f.String(&activities, "activities", "FANOUT_ACTIVITIES", "", "comma-separated built-in activities to serve (default: all of echo, sha256, sleep)")
+	f.String(&limits, "limits", "FANOUT_ACTIVITY_LIMITS", "", "caps on items running at once per activity across ALL workers, e.g. sha256=100,sleep=10")
 	f.Int(&cfg.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of streams this worker creates if no coordinator has yet")
 	f.String(&storage, "storage", "FANOUT_STORAGE", "file", "storage of streams this worker creates if no coordinator has yet: file or memory")
 	var healthcheck string
@@ -69,6 +71,9 @@ func main() {
 		for _, a := range strings.Split(activities, ",") {
 			cfg.Activities = append(cfg.Activities, strings.TrimSpace(a))
 		}
+	}
+	if err == nil {
+		cfg.Limits, err = config.ParseLimits(limits)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)

@@ -255,3 +255,20 @@ func Storage(s string) (memory bool, err error) {
 	}
 	return false, fmt.Errorf("storage %q: use file or memory", s)
 }
+
+// ParseLimits parses "activity=n,activity=n".
+func ParseLimits(s string) (map[string]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]int{}
+	for _, part := range strings.Split(s, ",") {
+		name, val, ok := strings.Cut(strings.TrimSpace(part), "=")
+		n, err := strconv.Atoi(val)
+		if !ok || err != nil || n < 1 || !messages.ValidToken(name) {
+			return nil, fmt.Errorf("limits %q: write activity=n pairs separated by commas, n at least 1", part)
+		}
+		out[name] = n
+	}
+	return out, nil
+}

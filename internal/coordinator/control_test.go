@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -174,5 +175,46 @@ func TestRedriveFailedItems(t *testing.T) {
 	}
 	if _, err := env.Client.Redrive(ctx, rr.BatchID, ""); err == nil {
 		t.Fatal("redrive of a batch without failures was accepted")
+	}
+}
+
+// Per-activity cap: two workers with 10 slots each never run more than the
+// activity's limit of 3 items at once.
+func TestActivityLimitAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	var running, peak atomic.Int64
+	release := make(chan struct{})
+	started := make(chan struct{}, 100)
+	register := func(w *worker.Worker) {
+		w.HandleFunc("capped", func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			started <- struct{}{}
+			<-release
+			running.Add(-1)
+			return in, nil
+		})
+	}
+	for range 2 {
+		env.Worker(register, worker.WithConcurrency(10), worker.WithActivityLimit("capped", 3))
+	}
+	r := env.Submit(client.BatchRequest{Activity: "capped", Items: numberedItems(30)})
+	for range 3 {
+		<-started
+	}
+	close(release)
+	agg := env.Wait(r.BatchID, 30*time.Second)
+	if agg.Succeeded != 30 {
+		t.Fatalf("succeeded %d of 30", agg.Succeeded)
+	}
+	if p := peak.Load(); p > 3 {
+		t.Fatalf("%d items ran at once, over the limit of 3", p)
 	}
 }

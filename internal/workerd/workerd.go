@@ -30,6 +30,8 @@ type Config struct {
 	Memory          bool
 	// Activities limits the built-ins served (all when empty).
 	Activities []string
+	// Limits caps items of an activity running at once across all workers.
+	Limits map[string]int
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	Observer worker.Observer
@@ -59,6 +61,9 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	}
 	if cfg.Replicas != 0 || cfg.Memory {
 		opts = append(opts, worker.WithStreams(max(cfg.Replicas, 1), cfg.Memory))
+	}
+	for activity, n := range cfg.Limits {
+		opts = append(opts, worker.WithActivityLimit(activity, n))
 	}
 	w, err := worker.New(nc, opts...)
 	if err != nil {
