@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -272,8 +273,9 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 	}
 }
 
-// process runs one delivery of one item and settles it: a result published
-// then an ack, or a nak for a retry.
+// process runs one delivery of a work message (one item, or a group of
+// items when the batch packs several per message) and settles it: results
+// published then an ack, or a nak for a retry.
 func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -281,25 +283,69 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 		return
 	}
 	var wm messages.WorkMessage
-	if err := json.Unmarshal(msg.Data(), &wm); err != nil || !messages.ValidToken(wm.BatchID) || wm.Item < 0 {
+	err = json.Unmarshal(msg.Data(), &wm)
+	items := wm.Items
+	if len(items) == 0 {
+		items = []messages.WorkItem{{Item: wm.Item, Input: wm.Input}}
+	}
+	if err != nil || !messages.ValidToken(wm.BatchID) || slices.ContainsFunc(items, func(it messages.WorkItem) bool { return it.Item < 0 }) {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("removing a work message that cannot be read")
 		_ = msg.TermWithReason("work message unreadable")
 		return
 	}
-	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", wm.Item).Logger()
+	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", items[0].Item).Logger()
 	attempt := int(meta.NumDelivered) + max(wm.Attempt, 1) - 1
 	maxAttempts := max(wm.MaxAttempts, 1)
-	res := messages.ResultMessage{BatchID: wm.BatchID, Item: wm.Item, Worker: w.cfg.name}
+	results := make([]messages.ResultMessage, 0, len(items))
 
 	if attempt > maxAttempts {
 		// Every earlier delivery was lost: its worker crashed or hung past
 		// the ack wait. That was the last attempt allowed.
-		res.Attempts = attempt - 1
-		res.Error = fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts)
-		w.settle(msg, &res, log)
+		for _, it := range items {
+			results = append(results, messages.ResultMessage{
+				BatchID: wm.BatchID, Item: it.Item, Worker: w.cfg.name, Attempts: attempt - 1,
+				Error: fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts),
+			})
+		}
+		w.settle(msg, results, log)
 		return
 	}
 
+	stopHeartbeat := w.heartbeat(msg)
+	defer stopHeartbeat()
+	retry := time.Duration(-1)
+	for _, it := range items {
+		res, retryAfter, abort := w.runItem(activity, h, &wm, it, attempt, maxAttempts, log)
+		if abort {
+			// Shutting down: give the message back without using an attempt's result.
+			_ = msg.Nak()
+			return
+		}
+		if retryAfter >= 0 {
+			retry = max(retry, retryAfter)
+			continue
+		}
+		results = append(results, res)
+	}
+	stopHeartbeat()
+	if retry >= 0 {
+		// Record what finished, then run the message again later: every item
+		// in it runs again, and results already recorded are refused.
+		if len(results) > 0 && !w.publishResults(results, log) {
+			_ = msg.NakWithDelay(time.Second)
+			return
+		}
+		_ = msg.NakWithDelay(retry)
+		return
+	}
+	w.settle(msg, results, log)
+}
+
+// runItem runs one attempt of one item. It returns the item's result, or a
+// retry delay >= 0 when the item should run again, or abort when the worker
+// is shutting down.
+func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attempt, maxAttempts int, log zerolog.Logger) (res messages.ResultMessage, retry time.Duration, abort bool) {
+	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Worker: w.cfg.name, Attempts: attempt}
 	timeout := time.Duration(wm.ItemTimeoutMS) * time.Millisecond
 	if timeout <= 0 {
 		timeout = messages.DefaultItemTimeout
@@ -308,41 +354,33 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 	defer cancel()
 	deadline, _ := ctx.Deadline()
 	ctx = WithInfo(ctx, Info{
-		BatchID: wm.BatchID, Item: wm.Item, Activity: activity,
+		BatchID: wm.BatchID, Item: it.Item, Activity: activity,
 		Attempt: attempt, MaxAttempts: maxAttempts,
-		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, wm.Item), Deadline: deadline,
+		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, it.Item), Deadline: deadline,
 	})
-	stopHeartbeat := w.heartbeat(msg)
-	start := time.Now()
 	if w.cfg.observer != nil {
 		w.cfg.observer.ItemStarted(activity, attempt)
 	}
-	out, err := call(ctx, h, wm.Input, timeout)
-	stopHeartbeat()
+	start := time.Now()
+	out, err := call(ctx, h, it.Input, timeout)
 	elapsed := time.Since(start)
 	res.DurationMS = float64(elapsed.Microseconds()) / 1000
-	res.Attempts = attempt
 	outcome := "retried"
 	defer func() {
 		if w.cfg.observer != nil {
 			w.cfg.observer.ItemFinished(activity, outcome, elapsed)
 		}
 	}()
-
+	if err == nil && out != nil && !json.Valid(out) {
+		err = Permanent(errors.New("handler returned output that is not JSON"))
+	}
 	if err == nil {
-		if out != nil && !json.Valid(out) {
-			err = Permanent(errors.New("handler returned output that is not JSON"))
-		} else {
-			res.OK, res.Output = true, out
-			outcome = "succeeded"
-			w.settle(msg, &res, log)
-			return
-		}
+		res.OK, res.Output = true, out
+		outcome = "succeeded"
+		return res, -1, false
 	}
 	if w.handlerCtx.Err() != nil {
-		// Shutting down: give the item back without using an attempt's result.
-		_ = msg.Nak()
-		return
+		return res, -1, true
 	}
 	var perm *PermanentError
 	var later *RetryAfterError
@@ -350,15 +388,15 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 	case errors.As(err, &perm) || attempt >= maxAttempts:
 		res.Error = err.Error()
 		outcome = "failed"
-		log.Debug().Err(err).Int("attempt", attempt).Msg("item failed")
-		w.settle(msg, &res, log)
+		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Msg("item failed")
+		return res, -1, false
 	case errors.As(err, &later):
-		log.Debug().Err(err).Int("attempt", attempt).Dur("delay", later.Delay).Msg("item will be retried")
-		_ = msg.NakWithDelay(later.Delay)
+		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Dur("delay", later.Delay).Msg("item will be retried")
+		return res, later.Delay, false
 	default:
 		delay := backoff(wm.BackoffMS, attempt)
-		log.Debug().Err(err).Int("attempt", attempt).Dur("delay", delay).Msg("item will be retried")
-		_ = msg.NakWithDelay(delay)
+		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Dur("delay", delay).Msg("item will be retried")
+		return res, delay, false
 	}
 }
 
@@ -427,28 +465,12 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 	}
 }
 
-// settle publishes the item's result and then acks the work message. A
+// settle publishes the results of a work message and then acks it. A
 // result refused because the item already has one is success: the item is
 // counted once, by that first result.
-func (w *Worker) settle(msg jetstream.Msg, res *messages.ResultMessage, log zerolog.Logger) {
-	data, err := json.Marshal(res)
-	if err != nil {
-		log.Error().Err(err).Msg("encode result")
-		_ = msg.Nak()
-		return
-	}
-	if int64(len(data)) > w.nc.MaxPayload()-1024 {
-		failed := messages.ResultMessage{
-			BatchID: res.BatchID, Item: res.Item, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,
-			Error: fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload()),
-		}
-		data, _ = json.Marshal(&failed)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, err = w.js.Publish(ctx, w.names.Result(res.BatchID, res.Item), data)
-	if err != nil && !topology.IsDuplicateResult(err) {
-		log.Warn().Err(err).Msg("result not published; the item will be delivered again")
+func (w *Worker) settle(msg jetstream.Msg, results []messages.ResultMessage, log zerolog.Logger) {
+	if !w.publishResults(results, log) {
+		log.Warn().Msg("results not published; the work will be delivered again")
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
@@ -456,4 +478,60 @@ func (w *Worker) settle(msg jetstream.Msg, res *messages.ResultMessage, log zero
 	if err := msg.Ack(); err != nil {
 		log.Debug().Err(err).Msg("ack")
 	}
+}
+
+// publishResults publishes results and waits for the server to store them
+// (or to refuse them as already recorded). It reports whether all are in.
+func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if len(results) == 1 {
+		_, err := w.js.Publish(ctx, w.names.Result(results[0].BatchID, results[0].Item), w.encodeResult(&results[0]))
+		if err != nil && !topology.IsDuplicateResult(err) {
+			log.Warn().Err(err).Msg("publish result")
+			return false
+		}
+		return true
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(results))
+	for i := range results {
+		f, err := w.js.PublishAsync(w.names.Result(results[i].BatchID, results[i].Item), w.encodeResult(&results[i]))
+		if err != nil {
+			log.Warn().Err(err).Msg("publish result")
+			return false
+		}
+		futures = append(futures, f)
+	}
+	ok := true
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			if !topology.IsDuplicateResult(err) {
+				log.Warn().Err(err).Msg("publish result")
+				ok = false
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return ok
+}
+
+// encodeResult encodes a result, replacing one too large for a message by
+// a failed result that says so.
+func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
+	data, err := json.Marshal(res)
+	if err != nil || int64(len(data)) > w.nc.MaxPayload()-1024 {
+		reason := fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload())
+		if err != nil {
+			reason = "encode result: " + err.Error()
+		}
+		failed := messages.ResultMessage{
+			BatchID: res.BatchID, Item: res.Item, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,
+			Error: reason,
+		}
+		data, _ = json.Marshal(&failed)
+	}
+	return data
 }

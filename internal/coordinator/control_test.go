@@ -21,7 +21,9 @@ type heldActivity struct {
 	release chan struct{}
 }
 
-func newHeldActivity() *heldActivity { return &heldActivity{started: make(chan int, 10000), release: make(chan struct{})} }
+func newHeldActivity() *heldActivity {
+	return &heldActivity{started: make(chan int, 10000), release: make(chan struct{})}
+}
 
 func (g *heldActivity) register(w *worker.Worker) {
 	w.HandleFunc("held", func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {

@@ -46,6 +46,7 @@ type driver struct {
 	sinceSave    int          // results counted since the last checkpoint
 	dirty        bool
 	lastProgress time.Time
+	progressDone int // items done at the last progress event
 	pokes        chan struct{}
 	resultsIn    chan jetstream.Msg
 	stopResults  func() // stops reading results; safe to call twice
@@ -328,21 +329,33 @@ func (d *driver) onResult(m jetstream.Msg) {
 // fill publishes items until the window is full.
 func (d *driver) fill(ctx context.Context) {
 	st := d.st
+	// Groups of items_per_message items start at multiples of it, so a
+	// group republished after a crash has the same id and is deduplicated.
+	group := max(st.Options.ItemsPerMessage, 1)
 	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
-		if err := d.publish(ctx, d.next); err != nil {
+		end := min((d.next/group+1)*group, st.Total)
+		if err := d.publish(ctx, d.next, end); err != nil {
 			d.log.Warn().Err(err).Int("item", d.next).Msg("publishing work; will retry")
 			return
 		}
-		d.next++
+		d.next = end
 	}
 	d.confirmPublishes(ctx)
 }
 
-func (d *driver) workMessage(item int) *nats.Msg {
+// workMessage builds the work message of items [item, end).
+func (d *driver) workMessage(item, end int) *nats.Msg {
 	o := d.st.Options
 	wm := messages.WorkMessage{
-		BatchID: d.batch, Item: item, Activity: d.st.Activity, Input: d.req.Items[item],
+		BatchID: d.batch, Item: item, Activity: d.st.Activity,
 		Attempt: 1, MaxAttempts: o.MaxAttempts, ItemTimeoutMS: o.ItemTimeout.Std().Milliseconds(),
+	}
+	if end-item == 1 {
+		wm.Input = d.req.Items[item]
+	} else {
+		for i := item; i < end; i++ {
+			wm.Items = append(wm.Items, messages.WorkItem{Item: i, Input: d.req.Items[i]})
+		}
 	}
 	for _, b := range o.Backoff {
 		wm.BackoffMS = append(wm.BackoffMS, b.Std().Milliseconds())
@@ -356,13 +369,13 @@ func (d *driver) workMessage(item int) *nats.Msg {
 	return msg
 }
 
-func (d *driver) publish(ctx context.Context, item int) error {
-	msg := d.workMessage(item)
+func (d *driver) publish(ctx context.Context, item, end int) error {
+	msg := d.workMessage(item, end)
 	for {
 		fut, err := d.c.js.PublishMsgAsync(msg)
 		if err == nil {
 			d.pending = append(d.pending, pendingPub{item: item, msg: msg, fut: fut})
-			d.c.cfg.Metrics.Published(d.st.Activity, 1)
+			d.c.cfg.Metrics.Published(d.st.Activity, end-item)
 			return nil
 		}
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
@@ -417,23 +430,23 @@ func (d *driver) published() int {
 	return d.next
 }
 
-// save checkpoints if anything changed, and publishes progress.
+// save checkpoints if anything changed, and publishes progress when the
+// counts moved since the last event and the throttle allows.
 func (d *driver) save(ctx context.Context) error {
 	d.confirmPublishes(ctx)
 	if d.st.Published != d.published() {
 		d.dirty = true
 	}
-	if !d.dirty {
-		return nil
-	}
-	if err := d.checkpoint(ctx); err != nil {
-		if errors.Is(err, errLost) {
-			return err
+	if d.dirty {
+		if err := d.checkpoint(ctx); err != nil {
+			if errors.Is(err, errLost) {
+				return err
+			}
+			d.log.Warn().Err(err).Msg("checkpoint failed; will retry")
+			return nil
 		}
-		d.log.Warn().Err(err).Msg("checkpoint failed; will retry")
-		return nil
 	}
-	if time.Since(d.lastProgress) >= d.c.cfg.ProgressInterval {
+	if done := d.st.Succeeded + d.st.Failed; done != d.progressDone && time.Since(d.lastProgress) >= d.c.cfg.ProgressInterval {
 		d.publishProgress()
 	}
 	return nil
@@ -509,6 +522,7 @@ func (d *driver) publishProgress() {
 	b, _ := json.Marshal(p)
 	_ = d.c.nc.Publish(d.c.names.Progress(d.batch), b)
 	d.lastProgress = time.Now()
+	d.progressDone = p.Done
 }
 
 // finish decides the batch's final status (durably, first), removes its

@@ -58,6 +58,7 @@ type StepSpec struct {
 // Options.WithDefaults.
 type Options struct {
 	MaxInFlight             int           `json:"max_in_flight,omitempty"`
+	ItemsPerMessage         int           `json:"items_per_message,omitempty"`
 	MaxAttempts             int           `json:"max_attempts,omitempty"`
 	Backoff                 []Duration    `json:"backoff,omitempty"`
 	ItemTimeout             Duration      `json:"item_timeout,omitempty"`
@@ -143,14 +144,23 @@ type WorkMessage struct {
 	BatchID  string          `json:"batch_id"`
 	Item     int             `json:"item"`
 	Activity string          `json:"activity"`
-	Input    json.RawMessage `json:"input"`
+	Input    json.RawMessage `json:"input,omitempty"`
 	// Attempt is 1 as published; the attempt a worker is running is the
 	// JetStream delivery count of the message (see the protocol page).
 	Attempt int `json:"attempt"`
+	// Items is set instead of Item/Input when the batch packs several items
+	// per message (items_per_message); Item is then the first one's index.
+	Items []WorkItem `json:"items,omitempty"`
 	// The batch's retry policy, so that any worker can apply it alone.
 	MaxAttempts   int     `json:"max_attempts"`
 	BackoffMS     []int64 `json:"backoff_ms,omitempty"`
 	ItemTimeoutMS int64   `json:"item_timeout_ms"`
+}
+
+// WorkItem is one item of a packed work message.
+type WorkItem struct {
+	Item  int             `json:"item"`
+	Input json.RawMessage `json:"input"`
 }
 
 // ResultMessage is one item's result, published to Names.Result.

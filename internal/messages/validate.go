@@ -22,10 +22,11 @@ var DefaultBackoff = []Duration{Duration(time.Second), Duration(5 * time.Second)
 
 // Bounds on options, so that a typo cannot ask for something absurd.
 const (
-	MaxMaxInFlight = 100_000
-	MaxMaxAttempts = 100
-	MaxBackoffLen  = 100
-	MaxDuration    = 30 * 24 * time.Hour
+	MaxMaxInFlight     = 100_000
+	MaxMaxAttempts     = 100
+	MaxBackoffLen      = 100
+	MaxItemsPerMessage = 1000
+	MaxDuration        = 30 * 24 * time.Hour
 )
 
 // Limits are a coordinator's limits on what it accepts.
@@ -41,6 +42,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.ItemsPerMessage == 0 {
+		o.ItemsPerMessage = 1
 	}
 	if o.Backoff == nil {
 		o.Backoff = append([]Duration(nil), DefaultBackoff...)
@@ -248,6 +252,9 @@ func (o Options) validate(lim Limits) *Error {
 	if o.MaxInFlight < 0 || o.MaxInFlight > MaxMaxInFlight {
 		return Errorf(CodeInvalidRequest, "options.max_in_flight: %d is out of range (1 to %d)", o.MaxInFlight, MaxMaxInFlight)
 	}
+	if o.ItemsPerMessage < 0 || o.ItemsPerMessage > MaxItemsPerMessage {
+		return Errorf(CodeInvalidRequest, "options.items_per_message: %d is out of range (1 to %d)", o.ItemsPerMessage, MaxItemsPerMessage)
+	}
 	if o.MaxAttempts < 0 || o.MaxAttempts > MaxMaxAttempts {
 		return Errorf(CodeInvalidRequest, "options.max_attempts: %d is out of range (1 to %d)", o.MaxAttempts, MaxMaxAttempts)
 	}
@@ -300,6 +307,8 @@ func decodeOptions(raw json.RawMessage) (Options, *Error) {
 			err = decodeInt(raw, &o.MaxInFlight, 1)
 		case "max_attempts":
 			err = decodeInt(raw, &o.MaxAttempts, 1)
+		case "items_per_message":
+			err = decodeInt(raw, &o.ItemsPerMessage, 1)
 		case "backoff":
 			err = json.Unmarshal(raw, &o.Backoff)
 			if err != nil {
@@ -324,7 +333,7 @@ func decodeOptions(raw json.RawMessage) (Options, *Error) {
 			}
 			o.ToleratedFailurePercent = &f
 		default:
-			return o, Errorf(CodeInvalidRequest, "options.%s: unknown option (known: max_in_flight, max_attempts, backoff, item_timeout, timeout, failure_policy, tolerated_failures, tolerated_failure_percent)", k)
+			return o, Errorf(CodeInvalidRequest, "options.%s: unknown option (known: max_in_flight, items_per_message, max_attempts, backoff, item_timeout, timeout, failure_policy, tolerated_failures, tolerated_failure_percent)", k)
 		}
 		if err != nil {
 			return o, Errorf(CodeInvalidRequest, "options.%s: %v", k, err)
