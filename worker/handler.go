@@ -97,6 +97,9 @@ type Info struct {
 	IdempotencyKey string
 	// Deadline is when this attempt times out (the batch's item_timeout).
 	Deadline time.Time
+	// Step is "source" or "reduce" when the handler runs a batch's source or
+	// reduce step instead of an item (Item is then 0).
+	Step string
 }
 
 type infoKey struct{}

@@ -131,7 +131,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.js = js
-	h, err := topology.Ensure(ctx, js, w.names, topology.Config{Replicas: w.cfg.replicas, Memory: w.cfg.memory})
+	work, err := topology.EnsureWorker(ctx, js, w.names, topology.Config{Replicas: w.cfg.replicas, Memory: w.cfg.memory})
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		if n, ok := w.cfg.limits[activity]; ok {
 			maxAckPending = n
 		}
-		cons, err := h.Work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		cons, err := work.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:       w.names.WorkConsumer(activity),
 			Description:   "fanout workers of activity " + activity,
 			FilterSubject: w.names.WorkActivityFilter(activity),
@@ -303,7 +303,7 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 		// the ack wait. That was the last attempt allowed.
 		for _, it := range items {
 			results = append(results, messages.ResultMessage{
-				BatchID: wm.BatchID, Item: it.Item, Worker: w.cfg.name, Attempts: attempt - 1,
+				BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attempt - 1,
 				Error: fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts),
 			})
 		}
@@ -345,7 +345,7 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 // retry delay >= 0 when the item should run again, or abort when the worker
 // is shutting down.
 func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attempt, maxAttempts int, log zerolog.Logger) (res messages.ResultMessage, retry time.Duration, abort bool) {
-	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Worker: w.cfg.name, Attempts: attempt}
+	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attempt}
 	timeout := time.Duration(wm.ItemTimeoutMS) * time.Millisecond
 	if timeout <= 0 {
 		timeout = messages.DefaultItemTimeout
@@ -357,6 +357,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		BatchID: wm.BatchID, Item: it.Item, Activity: activity,
 		Attempt: attempt, MaxAttempts: maxAttempts,
 		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, it.Item), Deadline: deadline,
+		Step: string(wm.Step),
 	})
 	if w.cfg.observer != nil {
 		w.cfg.observer.ItemStarted(activity, attempt)
@@ -387,6 +388,9 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	switch {
 	case errors.As(err, &perm) || attempt >= maxAttempts:
 		res.Error = err.Error()
+		if errors.As(err, &later) {
+			res.Error = later.Err.Error() // no retry is coming
+		}
 		outcome = "failed"
 		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Msg("item failed")
 		return res, -1, false
@@ -432,6 +436,13 @@ func call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Du
 		}
 		return o.out, o.err
 	case <-ctx.Done():
+		select {
+		case o := <-done: // the handler returned as its context ended
+			if o.err == nil {
+				return o.out, nil
+			}
+		default:
+		}
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return nil, fmt.Errorf("item timed out after %s (the handler did not return)", timeout)
 		}
@@ -486,7 +497,7 @@ func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Lo
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if len(results) == 1 {
-		_, err := w.js.Publish(ctx, w.names.Result(results[0].BatchID, results[0].Item), w.encodeResult(&results[0]))
+		_, err := w.js.Publish(ctx, w.resultSubject(&results[0]), w.encodeResult(&results[0]))
 		if err != nil && !topology.IsDuplicateResult(err) {
 			log.Warn().Err(err).Msg("publish result")
 			return false
@@ -495,7 +506,7 @@ func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Lo
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(results))
 	for i := range results {
-		f, err := w.js.PublishAsync(w.names.Result(results[i].BatchID, results[i].Item), w.encodeResult(&results[i]))
+		f, err := w.js.PublishAsync(w.resultSubject(&results[i]), w.encodeResult(&results[i]))
 		if err != nil {
 			log.Warn().Err(err).Msg("publish result")
 			return false
@@ -518,6 +529,13 @@ func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Lo
 	return ok
 }
 
+func (w *Worker) resultSubject(res *messages.ResultMessage) string {
+	if res.Step != "" {
+		return w.names.StepResult(res.BatchID, res.Step)
+	}
+	return w.names.Result(res.BatchID, res.Item)
+}
+
 // encodeResult encodes a result, replacing one too large for a message by
 // a failed result that says so.
 func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
@@ -528,7 +546,7 @@ func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
 			reason = "encode result: " + err.Error()
 		}
 		failed := messages.ResultMessage{
-			BatchID: res.BatchID, Item: res.Item, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,
+			BatchID: res.BatchID, Item: res.Item, Step: res.Step, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,
 			Error: reason,
 		}
 		data, _ = json.Marshal(&failed)

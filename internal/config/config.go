@@ -30,7 +30,10 @@ type Connection struct {
 	TLSCert  string // NATS_CERT
 	TLSKey   string // NATS_KEY
 	TLSCA    string // NATS_CA
-	Prefix   string // FANOUT_PREFIX
+	// InboxPrefix replaces "_INBOX" in reply subjects, so that a role's
+	// permissions can allow its own replies only (NATS_INBOX_PREFIX).
+	InboxPrefix string
+	Prefix      string // FANOUT_PREFIX
 }
 
 // Logging chooses the log output.
@@ -144,6 +147,7 @@ func (c *Connection) Register(f *Flags) {
 	f.String(&c.TLSCert, "tlscert", "NATS_CERT", "", "TLS client certificate file")
 	f.String(&c.TLSKey, "tlskey", "NATS_KEY", "", "TLS client key file")
 	f.String(&c.TLSCA, "tlsca", "NATS_CA", "", "TLS CA certificate file to verify the server")
+	f.String(&c.InboxPrefix, "inbox-prefix", "NATS_INBOX_PREFIX", "", "prefix of this process's reply subjects instead of _INBOX (see docs/security.md)")
 	f.String(&c.Prefix, "prefix", "FANOUT_PREFIX", messages.DefaultPrefix, "subject prefix of the fanout deployment")
 }
 
@@ -182,6 +186,9 @@ func (c *Connection) Options(name string) ([]nats.Option, error) {
 	}
 	if c.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(c.InboxPrefix))
 	}
 	return opts, nil
 }

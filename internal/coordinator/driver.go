@@ -49,7 +49,13 @@ type driver struct {
 	progressDone int // items done at the last progress event
 	pokes        chan struct{}
 	resultsIn    chan jetstream.Msg
-	stopResults  func() // stops reading results; safe to call twice
+	stopResults  func()      // stops reading results; safe to call twice
+	step         *stepResult // a step's result waiting to be handled
+}
+
+type stepResult struct {
+	step messages.Step
+	res  messages.ResultMessage
 }
 
 type pendingPub struct {
@@ -151,6 +157,9 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 				Total: len(d.req.Items), Options: d.req.Options, TokenSeq: tokenSeq,
 				CreatedAt: now, UpdatedAt: now, RedriveOf: d.req.RedriveOf,
 			}
+			if d.req.Source != nil {
+				st.Phase = messages.PhaseSource
+			}
 			if rev, err = d.c.state.Create(ctx, st); errors.Is(err, aggregate.ErrExists) {
 				continue
 			}
@@ -194,13 +203,28 @@ func (d *driver) run(ctx context.Context) error {
 		return d.finish(ctx, messages.StatusCanceled, "canceled by request")
 	}
 	d.next = st.Published
-	if st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
+	if st.Phase != messages.PhaseSource && st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
 		d.results = aggregate.NewResults(st.Total)
+	}
+	if d.req.Source != nil && st.Phase != messages.PhaseSource {
+		if err := d.sourceItems(ctx); err != nil {
+			return err
+		}
 	}
 	if err := d.consumeResults(ctx); err != nil {
 		return err
 	}
 	defer d.stopResults()
+	switch st.Phase {
+	case messages.PhaseSource:
+		if err := d.publishStep(ctx, messages.StepSource); err != nil {
+			return err
+		}
+	case messages.PhaseReduce:
+		if err := d.publishStep(ctx, messages.StepReduce); err != nil {
+			return err
+		}
+	}
 
 	var deadline <-chan time.Time
 	if t := st.Options.Timeout.Std(); t > 0 {
@@ -215,11 +239,28 @@ func (d *driver) run(ctx context.Context) error {
 
 	d.fill(ctx)
 	for {
-		if aggregate.Done(st) {
-			return d.finish(ctx, messages.StatusCompleted, "")
+		if d.step != nil {
+			step, res := d.step.step, d.step.res
+			d.step = nil
+			end, why, err := d.onStep(ctx, step, &res)
+			if err != nil {
+				return err
+			}
+			if end != "" {
+				return d.finish(ctx, end, why)
+			}
 		}
-		if exceeded, why := aggregate.FailureExceeded(st); exceeded {
-			return d.finish(ctx, messages.StatusFailed, why)
+		if st.Phase == messages.PhaseItems || st.Phase == "" {
+			if aggregate.Done(st) {
+				if d.req.Reduce == nil {
+					return d.finish(ctx, messages.StatusCompleted, "")
+				}
+				if err := d.startReduce(ctx); err != nil {
+					return err
+				}
+			} else if exceeded, why := aggregate.FailureExceeded(st); exceeded {
+				return d.finish(ctx, messages.StatusFailed, why)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -231,7 +272,7 @@ func (d *driver) run(ctx context.Context) error {
 		case msg := <-d.resultsIn:
 			d.onResult(msg)
 			// Take what else is waiting before the next checkpoint check.
-			for n := 0; n < 256; n++ {
+			for n := 0; n < 256 && d.step == nil; n++ {
 				select {
 				case msg := <-d.resultsIn:
 					d.onResult(msg)
@@ -306,13 +347,20 @@ func (d *driver) onResult(m jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	_, item, ok := d.c.names.ParseResultSubject(m.Subject())
-	if !ok {
-		item = -1
-	}
 	var res messages.ResultMessage
 	if err := json.Unmarshal(m.Data(), &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
+	}
+	if _, step, ok := d.c.names.ParseStepResult(m.Subject()); ok {
+		d.st.LastSeq = max(d.st.LastSeq, meta.Sequence.Stream)
+		d.step = &stepResult{step: step, res: res}
+		d.sinceSave++
+		d.dirty = true
+		return
+	}
+	_, item, ok := d.c.names.ParseResultSubject(m.Subject())
+	if !ok {
+		item = -1
 	}
 	if aggregate.Apply(d.st, meta.Sequence.Stream, item, res.OK) {
 		d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
@@ -564,7 +612,7 @@ func (d *driver) publishDone(ctx context.Context) error {
 	st := d.st
 	if st.Status != messages.StatusCompleted {
 		if err := d.retry(ctx, "remove queued work", func(ctx context.Context) error {
-			return d.c.stores.Work.Purge(ctx, jetstream.WithPurgeSubject(d.c.names.Work(st.Activity, d.batch)))
+			return d.c.stores.Work.Purge(ctx, jetstream.WithPurgeSubject(d.c.names.PurgeBatchWork(d.batch)))
 		}); err != nil {
 			return err
 		}
@@ -588,31 +636,23 @@ func (d *driver) publishAggregate(ctx context.Context) error {
 	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return err
 	}
-	results := d.results
-	if results == nil {
-		results = aggregate.NewResults(st.Total)
-		if err := aggregate.ReadResults(ctx, d.c.stores.Results, d.c.names, d.batch, st.LastSeq, results); err != nil {
-			return err
-		}
-	}
 	notRun := "batch " + string(st.Status)
 	if st.Reason != "" {
 		notRun += ": " + st.Reason
 	}
-	agg := aggregate.Build(st, results.Final(notRun), time.Now().UTC())
-	data, err := json.Marshal(agg)
+	results, err := d.collectResults(ctx, notRun)
 	if err != nil {
 		return err
 	}
-	if limit := d.c.nc.MaxPayload() - 8*1024; int64(len(data)) > limit {
-		ref, err := d.storeResults(ctx, agg.Results)
-		if err != nil {
+	agg := aggregate.Build(st, results, time.Now().UTC())
+	if d.req.Reduce != nil && st.Status == messages.StatusCompleted {
+		if agg.Output, err = d.reduceOutput(ctx); err != nil {
 			return err
 		}
-		agg.Results, agg.ResultsRef = nil, ref
-		if data, err = json.Marshal(agg); err != nil {
-			return err
-		}
+	}
+	data, err := d.encodeAggregate(ctx, agg, "results/")
+	if err != nil {
+		return err
 	}
 	_, err = d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
 	if topology.IsDuplicateResult(err) {
@@ -621,9 +661,42 @@ func (d *driver) publishAggregate(ctx context.Context) error {
 	return err
 }
 
+// collectResults returns the per-item results counted so far in item
+// order, from memory or read back from the results stream.
+func (d *driver) collectResults(ctx context.Context, notRun string) ([]messages.ItemResult, error) {
+	results := d.results
+	if results == nil {
+		results = aggregate.NewResults(d.st.Total)
+		if err := aggregate.ReadResults(ctx, d.c.stores.Results, d.c.names, d.batch, d.st.LastSeq, results); err != nil {
+			return nil, err
+		}
+	}
+	return results.Final(notRun), nil
+}
+
+// encodeAggregate encodes an aggregate, moving its results to the object
+// store (under prefix) when it would not fit in one message.
+func (d *driver) encodeAggregate(ctx context.Context, agg *messages.Aggregate, prefix string) ([]byte, error) {
+	data, err := json.Marshal(agg)
+	if err != nil {
+		return nil, err
+	}
+	if limit := d.c.nc.MaxPayload() - 8*1024; int64(len(data)) > limit {
+		ref, err := d.storeResults(ctx, prefix, agg.Results)
+		if err != nil {
+			return nil, err
+		}
+		agg.Results, agg.ResultsRef = nil, ref
+		if data, err = json.Marshal(agg); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
+}
+
 // storeResults writes results too large for one message to the object
 // store as JSON Lines in item order.
-func (d *driver) storeResults(ctx context.Context, results []messages.ItemResult) (*messages.ObjectRef, error) {
+func (d *driver) storeResults(ctx context.Context, prefix string, results []messages.ItemResult) (*messages.ObjectRef, error) {
 	var buf []byte
 	for i := range results {
 		line, err := json.Marshal(&results[i])
@@ -632,7 +705,7 @@ func (d *driver) storeResults(ctx context.Context, results []messages.ItemResult
 		}
 		buf = append(append(buf, line...), '\n')
 	}
-	name := "results/" + d.batch + ".jsonl"
+	name := prefix + d.batch + ".jsonl"
 	info, err := d.c.stores.Blobs.PutBytes(ctx, name, buf)
 	if err != nil {
 		return nil, fmt.Errorf("store results: %w", err)

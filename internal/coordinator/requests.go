@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,6 +24,13 @@ const activityTTL = 30 * time.Second
 
 func (c *Coordinator) reply(m *nats.Msg, v any) {
 	if m.Reply == "" {
+		return
+	}
+	// Answer only to inboxes: a reply subject inside JetStream's API or
+	// fanout's own subjects would make the coordinator write there with its
+	// rights on behalf of whoever asked.
+	if strings.HasPrefix(m.Reply, "$") || strings.HasPrefix(m.Reply, c.names.Prefix+".") {
+		c.log.Warn().Str("subject", m.Subject).Str("reply", m.Reply).Msg("refusing to reply to a non-inbox subject")
 		return
 	}
 	b, err := json.Marshal(v)
@@ -53,10 +61,6 @@ func (c *Coordinator) handleSubmit(m *nats.Msg) {
 		c.replyError(m, e)
 		return
 	}
-	if req.Source != nil || req.Reduce != nil {
-		c.replyError(m, messages.Errorf(messages.CodeUnsupported, "source and reduce steps are not supported by this coordinator yet; send items"))
-		return
-	}
 	c.replyAccept(ctx, m, req)
 }
 
@@ -80,8 +84,13 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 			return nil, unavailable(err)
 		}
 	}
-	if e := c.checkActivity(ctx, req.Activity); e != nil {
-		return nil, e
+	for _, a := range []*messages.StepSpec{{Activity: req.Activity}, req.Source, req.Reduce} {
+		if a == nil {
+			continue
+		}
+		if e := c.checkActivity(ctx, a.Activity); e != nil {
+			return nil, e
+		}
 	}
 	if req.ID == "" {
 		req.ID = uuid.NewString()
@@ -106,6 +115,9 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
 		Total: len(req.Items), Options: req.Options, TokenSeq: ack.Sequence,
 		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
+	}
+	if req.Source != nil {
+		st.Phase = messages.PhaseSource
 	}
 	if _, err := c.state.Create(ctx, st); errors.Is(err, aggregate.ErrExists) {
 		// The driver got the token first and created the state.

@@ -81,6 +81,29 @@ func (n Names) Result(batch string, item int) string {
 	return n.Prefix + ".result." + batch + "." + strconv.Itoa(item)
 }
 
+// StepResult is the subject of a source or reduce step's result.
+func (n Names) StepResult(batch string, step Step) string {
+	return n.Prefix + ".result." + batch + "." + string(step)
+}
+
+// ParseStepResult returns the batch and step of a step result subject.
+func (n Names) ParseStepResult(subject string) (batch string, step Step, ok bool) {
+	rest, found := strings.CutPrefix(subject, n.Prefix+".result.")
+	if !found {
+		return "", "", false
+	}
+	batch, s, found := strings.Cut(rest, ".")
+	switch Step(s) {
+	case StepSource, StepReduce:
+		return batch, Step(s), found && batch != ""
+	}
+	return "", "", false
+}
+
+// PurgeBatchWork matches the work of a batch for every activity (its items
+// and its steps).
+func (n Names) PurgeBatchWork(batch string) string { return n.Prefix + ".work.*." + batch }
+
 // ResultBatchFilter matches all results of one batch.
 func (n Names) ResultBatchFilter(batch string) string { return n.Prefix + ".result." + batch + ".>" }
 
@@ -152,9 +175,10 @@ func (n Names) CoordinatorConsumer() string { return "coordinators" }
 func (n Names) WorkConsumer(activity string) string { return "work-" + activity }
 
 // MsgIDs used for JetStream de-duplication.
-func WorkMsgID(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }
-func DoneMsgID(batch string) string           { return "done/" + batch }
-func TokenMsgID(batch string) string          { return "batch/" + batch }
+func WorkMsgID(batch string, item int) string  { return batch + "/" + strconv.Itoa(item) }
+func StepMsgID(batch string, step Step) string { return batch + "/" + string(step) }
+func DoneMsgID(batch string) string            { return "done/" + batch }
+func TokenMsgID(batch string) string           { return "batch/" + batch }
 
 // IdempotencyKey is the stable key a handler gets for an item: "<batch>/<item>".
 func IdempotencyKey(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }

@@ -17,6 +17,27 @@ const (
 	StatusTimedOut  Status = "timed_out"
 )
 
+// Step names a batch's single-run steps.
+type Step string
+
+const (
+	// StepSource runs once before the fan-out; its output is the item list.
+	StepSource Step = "source"
+	// StepReduce runs once after the fan-in, given the aggregate; its output
+	// becomes the aggregate's output.
+	StepReduce Step = "reduce"
+)
+
+// Phase is where a running batch is: its source step, its items, or its
+// reduce step.
+type Phase string
+
+const (
+	PhaseSource Phase = "source"
+	PhaseItems  Phase = "items"
+	PhaseReduce Phase = "reduce"
+)
+
 // Final reports whether no more items will be counted for the batch.
 func (s Status) Final() bool {
 	switch s {
@@ -148,6 +169,9 @@ type WorkMessage struct {
 	// Attempt is 1 as published; the attempt a worker is running is the
 	// JetStream delivery count of the message (see the protocol page).
 	Attempt int `json:"attempt"`
+	// Step is set on the work of a source or reduce step: its result goes to
+	// Names.StepResult, not to an item's subject.
+	Step Step `json:"step,omitempty"`
 	// Items is set instead of Item/Input when the batch packs several items
 	// per message (items_per_message); Item is then the first one's index.
 	Items []WorkItem `json:"items,omitempty"`
@@ -167,6 +191,7 @@ type WorkItem struct {
 type ResultMessage struct {
 	BatchID    string          `json:"batch_id"`
 	Item       int             `json:"item"`
+	Step       Step            `json:"step,omitempty"`
 	OK         bool            `json:"ok"`
 	Output     json.RawMessage `json:"output,omitempty"`
 	Error      string          `json:"error,omitempty"`
@@ -250,6 +275,8 @@ type BatchState struct {
 	Failed    int    `json:"failed"`
 	// Published: items [0, Published) have been published at least once.
 	Published int `json:"published"`
+	// Phase is the running batch's phase (empty: items).
+	Phase Phase `json:"phase,omitempty"`
 	// LastSeq is the last FANOUT_RESULTS stream sequence counted.
 	LastSeq uint64  `json:"last_seq"`
 	Options Options `json:"options"`

@@ -266,6 +266,12 @@ func (o Options) validate(lim Limits) *Error {
 			return Errorf(CodeInvalidRequest, "options.backoff[%d]: %s is out of range (0 to %s)", i, b.Std(), MaxDuration)
 		}
 	}
+	if o.ItemTimeout != 0 && o.ItemTimeout.Std() < time.Millisecond {
+		return Errorf(CodeInvalidRequest, "options.item_timeout: %s is below the 1ms resolution", o.ItemTimeout.Std())
+	}
+	if o.Timeout != 0 && o.Timeout.Std() < time.Millisecond {
+		return Errorf(CodeInvalidRequest, "options.timeout: %s is below the 1ms resolution", o.Timeout.Std())
+	}
 	if o.ItemTimeout < 0 || o.ItemTimeout.Std() > MaxDuration {
 		return Errorf(CodeInvalidRequest, "options.item_timeout: %s is out of range (1ms to %s)", o.ItemTimeout.Std(), MaxDuration)
 	}
@@ -301,6 +307,9 @@ func decodeOptions(raw json.RawMessage) (Options, *Error) {
 	}
 	for _, k := range sortedKeys(fields) {
 		raw := fields[k]
+		if bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			continue // null means left out: the default
+		}
 		var err error
 		switch k {
 		case "max_in_flight":

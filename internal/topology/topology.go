@@ -170,6 +170,28 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, err
 }
 
+// EnsureWorker opens what a worker uses, the work and results streams,
+// creating them if missing (when its permissions allow). Workers need no
+// access to the other stores.
+func EnsureWorker(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg Config) (jetstream.Stream, error) {
+	cfg = cfg.withDefaults()
+	work, err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name: n.WorkStream(), Subjects: []string{n.WorkAll()}, Retention: jetstream.WorkQueuePolicy,
+		Duplicates: 2 * time.Minute, Storage: cfg.storage(), Replicas: cfg.Replicas,
+	}, false)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", n.WorkStream(), err)
+	}
+	if _, err := ensureStream(ctx, js, jetstream.StreamConfig{
+		Name: n.ResultsStream(), Subjects: []string{n.ResultAll()}, Retention: jetstream.LimitsPolicy,
+		MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
+		MaxAge: cfg.Retention, Storage: cfg.storage(), Replicas: cfg.Replicas,
+	}, false); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
+	}
+	return work, nil
+}
+
 // IsDuplicateResult reports whether a publish error means the subject
 // already holds its one message (the per-item guard refused a second).
 func IsDuplicateResult(err error) bool {
