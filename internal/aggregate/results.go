@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -131,4 +132,84 @@ func LoadResults(ctx context.Context, js jetstream.JetStream, ref *messages.Obje
 		out = append(out, r)
 	}
 	return out, sc.Err()
+}
+
+// WriteOrdered writes a batch's results as JSON Lines of ItemResult in
+// item order, reading them from the results stream up to lastSeq. Memory
+// is bounded by how far out of item order results arrived (about the
+// window, plus items finished while a slow one was retried), not by the
+// batch. Items without a result are written as not run with reason.
+func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, total int, reason string, w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 64*1024)
+	next := 0
+	early := map[int]messages.ItemResult{}
+	emit := func(r messages.ItemResult) error {
+		line, err := json.Marshal(&r)
+		if err != nil {
+			return err
+		}
+		_, _ = bw.Write(line)
+		return bw.WriteByte('\n')
+	}
+	notRun := func(i int) messages.ItemResult {
+		return messages.ItemResult{Item: i, NotRun: true, Error: "not run: " + reason}
+	}
+	if lastSeq > 0 {
+		cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{n.ResultBatchFilter(batch)},
+		})
+		if err != nil {
+			return fmt.Errorf("read results of %s: %w", batch, err)
+		}
+		it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+		if err != nil {
+			return fmt.Errorf("read results of %s: %w", batch, err)
+		}
+		defer it.Stop()
+		stop := context.AfterFunc(ctx, it.Stop)
+		defer stop()
+		for {
+			msg, err := it.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return fmt.Errorf("read results of %s: %w", batch, err)
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			if meta.Sequence.Stream > lastSeq {
+				break
+			}
+			if _, item, ok := n.ParseResultSubject(msg.Subject()); ok && item >= next && item < total {
+				var res messages.ResultMessage
+				if json.Unmarshal(msg.Data(), &res) != nil {
+					res = messages.ResultMessage{Error: "result message was not valid JSON"}
+				}
+				early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
+				for r, ok := early[next]; ok; r, ok = early[next] {
+					if err := emit(r); err != nil {
+						return err
+					}
+					delete(early, next)
+					next++
+				}
+			}
+			if meta.Sequence.Stream == lastSeq || meta.NumPending == 0 {
+				break
+			}
+		}
+	}
+	for ; next < total; next++ {
+		r, ok := early[next]
+		if !ok {
+			r = notRun(next)
+		}
+		if err := emit(r); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -51,6 +52,8 @@ type driver struct {
 	resultsIn    chan jetstream.Msg
 	stopResults  func()      // stops reading results; safe to call twice
 	step         *stepResult // a step's result waiting to be handled
+	items        *itemReader
+	itemsErr     error // the items cannot be read: the batch fails
 }
 
 type stepResult struct {
@@ -151,10 +154,18 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 	for {
 		st, rev, err := d.c.state.Get(ctx, d.batch)
 		if errors.Is(err, aggregate.ErrNotFound) {
+			total := len(d.req.Items)
+			if d.req.ItemsRef != nil {
+				n, e := d.c.countItems(ctx, d.req.ItemsRef)
+				if e != nil {
+					return e
+				}
+				total = n
+			}
 			now := time.Now().UTC()
 			st = &messages.BatchState{
 				BatchID: d.batch, Activity: d.req.Activity, Status: messages.StatusRunning,
-				Total: len(d.req.Items), Options: d.req.Options, TokenSeq: tokenSeq,
+				Total: total, Options: d.req.Options, TokenSeq: tokenSeq, ItemsRef: d.req.ItemsRef,
 				CreatedAt: now, UpdatedAt: now, RedriveOf: d.req.RedriveOf,
 			}
 			if d.req.Source != nil {
@@ -206,11 +217,17 @@ func (d *driver) run(ctx context.Context) error {
 	if st.Phase != messages.PhaseSource && st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
 		d.results = aggregate.NewResults(st.Total)
 	}
-	if d.req.Source != nil && st.Phase != messages.PhaseSource {
+	switch {
+	case st.ItemsRef != nil:
+		d.items = d.c.objectItems(st.ItemsRef)
+	case d.req.Source != nil && st.Phase != messages.PhaseSource:
 		if err := d.sourceItems(ctx); err != nil {
 			return err
 		}
+	default:
+		d.items = inlineItems(d.req.Items)
 	}
+	defer func() { d.items.Close() }()
 	if err := d.consumeResults(ctx); err != nil {
 		return err
 	}
@@ -249,6 +266,9 @@ func (d *driver) run(ctx context.Context) error {
 			if end != "" {
 				return d.finish(ctx, end, why)
 			}
+		}
+		if d.itemsErr != nil {
+			return d.finish(ctx, messages.StatusFailed, "reading the items: "+d.itemsErr.Error())
 		}
 		if st.Phase == messages.PhaseItems || st.Phase == "" {
 			if aggregate.Done(st) {
@@ -382,7 +402,12 @@ func (d *driver) fill(ctx context.Context) {
 	group := max(st.Options.ItemsPerMessage, 1)
 	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
 		end := min((d.next/group+1)*group, st.Total)
-		if err := d.publish(ctx, d.next, end); err != nil {
+		msg, err := d.workMessage(d.next, end)
+		if err != nil {
+			d.itemsErr = err
+			return
+		}
+		if err := d.publish(ctx, msg, d.next, end); err != nil {
 			d.log.Warn().Err(err).Int("item", d.next).Msg("publishing work; will retry")
 			return
 		}
@@ -392,17 +417,21 @@ func (d *driver) fill(ctx context.Context) {
 }
 
 // workMessage builds the work message of items [item, end).
-func (d *driver) workMessage(item, end int) *nats.Msg {
+func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 	o := d.st.Options
 	wm := messages.WorkMessage{
 		BatchID: d.batch, Item: item, Activity: d.st.Activity,
 		Attempt: 1, MaxAttempts: o.MaxAttempts, ItemTimeoutMS: o.ItemTimeout.Std().Milliseconds(),
 	}
-	if end-item == 1 {
-		wm.Input = d.req.Items[item]
-	} else {
-		for i := item; i < end; i++ {
-			wm.Items = append(wm.Items, messages.WorkItem{Item: i, Input: d.req.Items[i]})
+	for i := item; i < end; i++ {
+		input, err := d.items.Item(i)
+		if err != nil {
+			return nil, err
+		}
+		if end-item == 1 {
+			wm.Input = input
+		} else {
+			wm.Items = append(wm.Items, messages.WorkItem{Item: i, Input: input})
 		}
 	}
 	for _, b := range o.Backoff {
@@ -414,11 +443,10 @@ func (d *driver) workMessage(item, end int) *nats.Msg {
 	// The id makes a republish after a crash a no-op within the
 	// stream's duplicate window.
 	msg.Header.Set(jetstream.MsgIDHeader, messages.WorkMsgID(d.batch, item))
-	return msg
+	return msg, nil
 }
 
-func (d *driver) publish(ctx context.Context, item, end int) error {
-	msg := d.workMessage(item, end)
+func (d *driver) publish(ctx context.Context, msg *nats.Msg, item, end int) error {
 	for {
 		fut, err := d.c.js.PublishMsgAsync(msg)
 		if err == nil {
@@ -640,17 +668,14 @@ func (d *driver) publishAggregate(ctx context.Context) error {
 	if st.Reason != "" {
 		notRun += ": " + st.Reason
 	}
-	results, err := d.collectResults(ctx, notRun)
-	if err != nil {
-		return err
-	}
-	agg := aggregate.Build(st, results, time.Now().UTC())
+	var output json.RawMessage
 	if d.req.Reduce != nil && st.Status == messages.StatusCompleted {
-		if agg.Output, err = d.reduceOutput(ctx); err != nil {
+		var err error
+		if output, err = d.reduceOutput(ctx); err != nil {
 			return err
 		}
 	}
-	data, err := d.encodeAggregate(ctx, agg, "results/")
+	data, err := d.aggregateJSON(ctx, notRun, "results/", func(agg *messages.Aggregate) { agg.Output = output })
 	if err != nil {
 		return err
 	}
@@ -659,6 +684,47 @@ func (d *driver) publishAggregate(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// aggregateJSON encodes the batch's aggregate with its results in item
+// order: inline when the batch is small enough to hold them in memory and
+// they fit in one message, else streamed in item order to a JSON Lines
+// object (name prefix + batch) that results_ref names, so that memory does
+// not grow with the batch.
+func (d *driver) aggregateJSON(ctx context.Context, notRun, prefix string, fill func(*messages.Aggregate)) ([]byte, error) {
+	now := time.Now().UTC()
+	if d.results != nil || d.st.Total <= d.c.cfg.InMemoryResults {
+		results, err := d.collectResults(ctx, notRun)
+		if err != nil {
+			return nil, err
+		}
+		agg := aggregate.Build(d.st, results, now)
+		fill(agg)
+		return d.encodeAggregate(ctx, agg, prefix)
+	}
+	ref, err := d.streamResults(ctx, prefix, notRun)
+	if err != nil {
+		return nil, err
+	}
+	agg := aggregate.Build(d.st, nil, now)
+	agg.ResultsRef = ref
+	fill(agg)
+	return json.Marshal(agg)
+}
+
+// streamResults writes the results in item order to the object store.
+func (d *driver) streamResults(ctx context.Context, prefix, notRun string) (*messages.ObjectRef, error) {
+	pr, pw := io.Pipe()
+	go func() {
+		pw.CloseWithError(aggregate.WriteOrdered(ctx, d.c.stores.Results, d.c.names, d.batch, d.st.LastSeq, d.st.Total, notRun, pw))
+	}()
+	name := prefix + d.batch + ".jsonl"
+	info, err := d.c.stores.Blobs.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
+	_ = pr.CloseWithError(err) // unblocks the writer if Put gave up
+	if err != nil {
+		return nil, fmt.Errorf("store results: %w", err)
+	}
+	return &messages.ObjectRef{Bucket: d.c.names.BlobBucket(), Name: name, Size: info.Size}, nil
 }
 
 // collectResults returns the per-item results counted so far in item

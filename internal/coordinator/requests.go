@@ -92,6 +92,13 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 			return nil, e
 		}
 	}
+	total := len(req.Items)
+	if req.ItemsRef != nil {
+		var e *messages.Error
+		if total, e = c.countItems(ctx, req.ItemsRef); e != nil {
+			return nil, e
+		}
+	}
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
@@ -113,7 +120,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
-		Total: len(req.Items), Options: req.Options, TokenSeq: ack.Sequence,
+		Total: total, Options: req.Options, TokenSeq: ack.Sequence, ItemsRef: req.ItemsRef,
 		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
 	}
 	if req.Source != nil {
@@ -339,12 +346,24 @@ func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequ
 	if err := json.Unmarshal(tok.Data, &orig); err != nil {
 		return req, messages.Errorf(messages.CodeInternal, "request of %s: %v", r.BatchID, err)
 	}
+	items := inlineItems(orig.Items)
+	if st.ItemsRef != nil {
+		items = c.objectItems(st.ItemsRef)
+	} else if orig.Source != nil {
+		return req, messages.Errorf(messages.CodeUnsupported, "batch %q got its items from a source step inline; redrive it by submitting again", r.BatchID)
+	}
+	defer items.Close()
 	ref := &messages.RedriveRef{BatchID: r.BatchID}
-	for _, res := range agg.Results {
-		if !res.OK && res.Item < len(orig.Items) {
-			ref.Items = append(ref.Items, res.Item)
-			req.Items = append(req.Items, orig.Items[res.Item])
+	for _, res := range agg.Results { // in item order, as items reads
+		if res.OK || res.Item >= st.Total {
+			continue
 		}
+		input, err := items.Item(res.Item)
+		if err != nil {
+			return req, unavailable(err)
+		}
+		ref.Items = append(ref.Items, res.Item)
+		req.Items = append(req.Items, input)
 	}
 	if len(ref.Items) == 0 {
 		return req, messages.Errorf(messages.CodeInvalidRequest, "batch %q has no failed items to redrive", r.BatchID)

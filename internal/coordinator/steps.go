@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -62,12 +61,7 @@ func (d *driver) publishStep(ctx context.Context, step messages.Step) error {
 // reduceInput is the aggregate so far (status running), with its results
 // in the object store when too large for one message.
 func (d *driver) reduceInput(ctx context.Context) (json.RawMessage, error) {
-	results, err := d.collectResults(ctx, "")
-	if err != nil {
-		return nil, err
-	}
-	agg := aggregate.Build(d.st, results, d.st.UpdatedAt)
-	return d.encodeAggregate(ctx, agg, "reduce-input/")
+	return d.aggregateJSON(ctx, "", "reduce-input/", func(*messages.Aggregate) {})
 }
 
 // onStep handles a step's result; it returns a final status when the step
@@ -78,12 +72,19 @@ func (d *driver) onStep(ctx context.Context, step messages.Step, res *messages.R
 		if !res.OK {
 			return messages.StatusFailed, "the source step failed: " + res.Error, nil
 		}
-		items, err := d.itemsFromSource(ctx, res.Output)
+		items, ref, err := d.itemsFromSource(ctx, res.Output)
 		if err != nil {
 			return messages.StatusFailed, "the source step's output: " + err.Error(), nil
 		}
-		d.req.Items = items
-		d.st.Total = len(items)
+		if ref != nil {
+			n, e := d.c.countItems(ctx, ref)
+			if e != nil {
+				return messages.StatusFailed, "the source step's output: " + e.Message, nil
+			}
+			d.items, d.st.ItemsRef, d.st.Total = d.c.objectItems(ref), ref, n
+		} else {
+			d.items, d.st.Total = inlineItems(items), len(items)
+		}
 		d.st.Phase = messages.PhaseItems
 		if d.st.Total <= d.c.cfg.InMemoryResults {
 			d.results = aggregate.NewResults(d.st.Total)
@@ -111,56 +112,28 @@ func (d *driver) startReduce(ctx context.Context) error {
 	return d.publishStep(ctx, messages.StepReduce)
 }
 
-// itemsFromSource turns a source step's output into the item list.
-func (d *driver) itemsFromSource(ctx context.Context, output json.RawMessage) ([]json.RawMessage, error) {
-	var items []json.RawMessage
+// itemsFromSource turns a source step's output into the items: inline
+// (a JSON array) or a reference to a JSON Lines object.
+func (d *driver) itemsFromSource(ctx context.Context, output json.RawMessage) ([]json.RawMessage, *messages.ObjectRef, error) {
+	const shape = `must be a JSON array of items or {"items_ref": {"bucket": "...", "name": "..."}}`
 	trimmed := bytes.TrimSpace(output)
-	switch {
-	case len(trimmed) > 0 && trimmed[0] == '[':
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		var items []json.RawMessage
 		if err := json.Unmarshal(trimmed, &items); err != nil {
-			return nil, fmt.Errorf("not a JSON array of items: %v", err)
+			return nil, nil, fmt.Errorf("not a JSON array of items: %v", err)
 		}
-	case len(trimmed) > 0 && trimmed[0] == '{':
-		var ref struct {
-			ItemsRef *messages.ObjectRef `json:"items_ref"`
+		if len(items) > d.c.cfg.MaxItems {
+			return nil, nil, fmt.Errorf("%d items, more than this coordinator's limit of %d", len(items), d.c.cfg.MaxItems)
 		}
-		if err := json.Unmarshal(trimmed, &ref); err != nil || ref.ItemsRef == nil || ref.ItemsRef.Name == "" {
-			return nil, errors.New(`must be a JSON array of items or {"items_ref": {"bucket": "...", "name": "..."}}`)
-		}
-		bucket := ref.ItemsRef.Bucket
-		if bucket == "" {
-			bucket = d.c.names.BlobBucket()
-		}
-		obs, err := d.c.js.ObjectStore(ctx, bucket)
-		if err != nil {
-			return nil, fmt.Errorf("items_ref bucket %s: %w", bucket, err)
-		}
-		data, err := obs.GetBytes(ctx, ref.ItemsRef.Name)
-		if err != nil {
-			return nil, fmt.Errorf("items_ref object %s: %w", ref.ItemsRef.Name, err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-		for line := 1; sc.Scan(); line++ {
-			b := bytes.TrimSpace(sc.Bytes())
-			if len(b) == 0 {
-				continue
-			}
-			if !json.Valid(b) {
-				return nil, fmt.Errorf("items_ref object %s, line %d: not JSON", ref.ItemsRef.Name, line)
-			}
-			items = append(items, append(json.RawMessage(nil), b...))
-		}
-		if err := sc.Err(); err != nil {
-			return nil, fmt.Errorf("items_ref object %s: %w", ref.ItemsRef.Name, err)
-		}
-	default:
-		return nil, errors.New(`must be a JSON array of items or {"items_ref": {"bucket": "...", "name": "..."}}`)
+		return items, nil, nil
 	}
-	if len(items) > d.c.cfg.MaxItems {
-		return nil, fmt.Errorf("%d items, more than this coordinator's limit of %d", len(items), d.c.cfg.MaxItems)
+	var ref struct {
+		ItemsRef *messages.ObjectRef `json:"items_ref"`
 	}
-	return items, nil
+	if len(trimmed) == 0 || trimmed[0] != '{' || json.Unmarshal(trimmed, &ref) != nil || ref.ItemsRef == nil || ref.ItemsRef.Name == "" {
+		return nil, nil, errors.New(shape)
+	}
+	return nil, ref.ItemsRef, nil
 }
 
 // sourceItems reads back the item list of a batch resumed after its source
@@ -174,11 +147,11 @@ func (d *driver) sourceItems(ctx context.Context) error {
 	if err := json.Unmarshal(m.Data, &res); err != nil {
 		return fmt.Errorf("source result of %s: %w", d.batch, err)
 	}
-	items, err := d.itemsFromSource(ctx, res.Output)
+	items, _, err := d.itemsFromSource(ctx, res.Output)
 	if err != nil {
 		return err
 	}
-	d.req.Items = items
+	d.items = inlineItems(items)
 	return nil
 }
 

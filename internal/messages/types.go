@@ -54,9 +54,12 @@ type BatchRequest struct {
 	ID       string            `json:"id,omitempty"`
 	Activity string            `json:"activity"`
 	Items    []json.RawMessage `json:"items,omitempty"`
-	Source   *StepSpec         `json:"source,omitempty"`
-	Reduce   *StepSpec         `json:"reduce,omitempty"`
-	Options  Options           `json:"options,omitempty"`
+	// ItemsRef names a JSON Lines object in the object store holding the
+	// items, one per line, for batches too large for one message.
+	ItemsRef *ObjectRef `json:"items_ref,omitempty"`
+	Source   *StepSpec  `json:"source,omitempty"`
+	Reduce   *StepSpec  `json:"reduce,omitempty"`
+	Options  Options    `json:"options,omitempty"`
 	// RedriveOf is set by the coordinator on a batch made by a redrive
 	// request: the batch whose failed items it runs again.
 	RedriveOf *RedriveRef `json:"redrive_of,omitempty"`
@@ -234,9 +237,9 @@ type Aggregate struct {
 
 // ObjectRef points at an object in the deployment's Object Store bucket.
 type ObjectRef struct {
-	Bucket string `json:"bucket"`
+	Bucket string `json:"bucket,omitempty"` // default: the deployment's blob bucket
 	Name   string `json:"name"`
-	Size   uint64 `json:"size"`
+	Size   uint64 `json:"size,omitempty"`
 }
 
 // Progress is published (throttled) to Names.Progress while a batch runs,
@@ -275,6 +278,9 @@ type BatchState struct {
 	Failed    int    `json:"failed"`
 	// Published: items [0, Published) have been published at least once.
 	Published int `json:"published"`
+	// ItemsRef is where the items are when they are not in the request:
+	// the request's items_ref, or the one a source step returned.
+	ItemsRef *ObjectRef `json:"items_ref,omitempty"`
 	// Phase is the running batch's phase (empty: items).
 	Phase Phase `json:"phase,omitempty"`
 	// LastSeq is the last FANOUT_RESULTS stream sequence counted.

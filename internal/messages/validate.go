@@ -93,6 +93,8 @@ func DecodeBatchRequest(data []byte, lim Limits) (BatchRequest, *Error) {
 			err = decodeString(raw, &req.Activity)
 		case "items":
 			err = decodeItems(raw, &req.Items)
+		case "items_ref":
+			req.ItemsRef, e = decodeObjectRef(raw, "items_ref")
 		case "source":
 			req.Source, e = decodeStep(raw, "source")
 		case "reduce":
@@ -100,7 +102,7 @@ func DecodeBatchRequest(data []byte, lim Limits) (BatchRequest, *Error) {
 		case "options":
 			req.Options, e = decodeOptions(raw)
 		default:
-			return req, Errorf(CodeInvalidRequest, "%s: unknown field (known: id, activity, items, source, reduce, options)", k)
+			return req, Errorf(CodeInvalidRequest, "%s: unknown field (known: id, activity, items, items_ref, source, reduce, options)", k)
 		}
 		if err != nil {
 			return req, Errorf(CodeInvalidRequest, "%s: %v", k, err)
@@ -118,12 +120,18 @@ func DecodeBatchRequest(data []byte, lim Limits) (BatchRequest, *Error) {
 	if !ValidToken(req.Activity) {
 		return req, Errorf(CodeInvalidRequest, "activity: %q must be 1-64 characters of A-Z a-z 0-9 _ -", req.Activity)
 	}
+	given := 0
+	for _, g := range []bool{req.Items != nil, req.ItemsRef != nil, req.Source != nil} {
+		if g {
+			given++
+		}
+	}
 	switch {
-	case req.Source != nil && req.Items != nil:
-		return req, Errorf(CodeInvalidRequest, "items and source: give one of them, not both")
-	case req.Source == nil && req.Items == nil:
-		return req, Errorf(CodeInvalidRequest, "items: is required when no source is given (a JSON array of item inputs)")
-	case req.Source == nil && len(req.Items) == 0:
+	case given > 1:
+		return req, Errorf(CodeInvalidRequest, "items, items_ref and source: give one of them, not several")
+	case given == 0:
+		return req, Errorf(CodeInvalidRequest, "items: is required when no items_ref or source is given (a JSON array of item inputs)")
+	case req.Items != nil && len(req.Items) == 0:
 		return req, Errorf(CodeInvalidRequest, "items: must not be empty when no source is given")
 	}
 	if lim.MaxItems > 0 && len(req.Items) > lim.MaxItems {
@@ -349,6 +357,35 @@ func decodeOptions(raw json.RawMessage) (Options, *Error) {
 		}
 	}
 	return o, nil
+}
+
+func decodeObjectRef(raw json.RawMessage, name string) (*ObjectRef, *Error) {
+	fields, e := decodeObject(raw, name)
+	if e != nil {
+		return nil, e
+	}
+	var r ObjectRef
+	for k, v := range fields {
+		var err error
+		switch k {
+		case "bucket":
+			err = decodeString(v, &r.Bucket)
+		case "name":
+			err = decodeString(v, &r.Name)
+		default:
+			return nil, Errorf(CodeInvalidRequest, "%s.%s: unknown field (known: bucket, name)", name, k)
+		}
+		if err != nil {
+			return nil, Errorf(CodeInvalidRequest, "%s.%s: %v", name, k, err)
+		}
+	}
+	if r.Name == "" {
+		return nil, Errorf(CodeInvalidRequest, "%s.name: is required (the object's name)", name)
+	}
+	if r.Bucket != "" && !ValidToken(r.Bucket) {
+		return nil, Errorf(CodeInvalidRequest, "%s.bucket: %q is not a bucket name", name, r.Bucket)
+	}
+	return &r, nil
 }
 
 func decodeStep(raw json.RawMessage, name string) (*StepSpec, *Error) {
