@@ -215,7 +215,9 @@ func (c *Connection) LoggedOptions(name string, log zerolog.Logger) ([]nats.Opti
 	}
 	return append(opts,
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
+			if err != nil { // nil: a close we asked for
+				log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("url", nc.ConnectedUrlRedacted()).Msg("reconnected to NATS")
@@ -278,4 +280,30 @@ func ParseLimits(s string) (map[string]int, error) {
 		out[name] = n
 	}
 	return out, nil
+}
+
+// Drain drains nc and waits until it is closed (nats.Conn.Drain returns at
+// once), so that the last acks and publishes leave before the process
+// exits. It gives up and closes after timeout.
+func Drain(nc *nats.Conn, timeout time.Duration) {
+	if nc == nil || nc.IsClosed() {
+		return
+	}
+	closed := make(chan struct{})
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		close(closed)
+	})
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		nc.Close()
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
+	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -357,7 +358,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 			err = fmt.Errorf("coordinator stop: %w", ctx.Err())
 		}
 		if c.ownConn {
-			_ = c.nc.Drain()
+			config.Drain(c.nc, 10*time.Second)
 		}
 		c.log.Info().Msg("coordinator stopped")
 	})

@@ -271,6 +271,10 @@ func (d *driver) run(ctx context.Context) error {
 			return d.finish(ctx, messages.StatusFailed, "reading the items: "+d.itemsErr.Error())
 		}
 		if st.Phase == messages.PhaseItems || st.Phase == "" {
+			// The failure policy first: the last results can cross it.
+			if exceeded, why := aggregate.FailureExceeded(st); exceeded {
+				return d.finish(ctx, messages.StatusFailed, why)
+			}
 			if aggregate.Done(st) {
 				if d.req.Reduce == nil {
 					return d.finish(ctx, messages.StatusCompleted, "")
@@ -278,8 +282,6 @@ func (d *driver) run(ctx context.Context) error {
 				if err := d.startReduce(ctx); err != nil {
 					return err
 				}
-			} else if exceeded, why := aggregate.FailureExceeded(st); exceeded {
-				return d.finish(ctx, messages.StatusFailed, why)
 			}
 		}
 		select {

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/coordinator"
 	"github.com/fanoutdev/fanout/internal/embedded"
 	"github.com/fanoutdev/fanout/internal/workerd"
@@ -108,7 +109,7 @@ func (s *Stack) Stop(ctx context.Context) {
 		_ = s.coordinator.Stop(ctx)
 	}
 	for _, nc := range s.conns {
-		_ = nc.Drain()
+		config.Drain(nc, 5*time.Second)
 	}
 	s.Server.Stop()
 }

@@ -33,15 +33,19 @@ type Names struct {
 	upper  string
 }
 
+// prefixPattern keeps the map from prefix to stream names one-to-one
+// (they are the prefix upper-cased): lower case, digits and _ only.
+var prefixPattern = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
+
 // NewNames validates prefix and returns the names for it.
 func NewNames(prefix string) (Names, error) {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	if !ValidToken(prefix) {
-		return Names{}, fmt.Errorf("prefix %q: must be 1-64 characters of A-Z a-z 0-9 _ -", prefix)
+	if !prefixPattern.MatchString(prefix) {
+		return Names{}, fmt.Errorf("prefix %q: must be 1-32 characters of a-z 0-9 _, starting with a letter (stream names are the prefix in upper case)", prefix)
 	}
-	return Names{Prefix: prefix, upper: strings.ToUpper(strings.ReplaceAll(prefix, "-", "_"))}, nil
+	return Names{Prefix: prefix, upper: strings.ToUpper(prefix)}, nil
 }
 
 // MustNames is NewNames for prefixes known to be valid.
@@ -170,6 +174,10 @@ func (n Names) ControlStream() string       { return n.upper + "_CONTROL" }
 func (n Names) BatchesBucket() string       { return n.upper + "_BATCHES" }
 func (n Names) BlobBucket() string          { return n.upper + "_BLOBS" }
 func (n Names) CoordinatorConsumer() string { return "coordinators" }
+
+// WorkersBucket is the KV bucket of worker heartbeats (FANOUT_WORKERS): one
+// key per running worker, expiring when its heartbeats stop.
+func (n Names) WorkersBucket() string { return n.upper + "_WORKERS" }
 
 // WorkConsumer is the durable consumer shared by all workers of an activity.
 func (n Names) WorkConsumer(activity string) string { return "work-" + activity }

@@ -46,7 +46,7 @@ func TestParseResultSubject(t *testing.T) {
 		}
 	}
 	// Another prefix does not read this one's results, nor the reverse.
-	other := messages.MustNames("tenant-b")
+	other := messages.MustNames("tenant_b")
 	if _, _, ok := other.ParseResultSubject(n.Result("b", 1)); ok {
 		t.Error("prefix tenant-b parsed a fanout result subject")
 	}
@@ -76,10 +76,10 @@ func TestNames(t *testing.T) {
 			t.Errorf("got %q, want %q", got, want)
 		}
 	}
-	if got := messages.MustNames("my-app").WorkStream(); got != "MY_APP_WORK" {
+	if got := messages.MustNames("my_app").WorkStream(); got != "MY_APP_WORK" {
 		t.Errorf("stream of prefix my-app: %q", got)
 	}
-	for _, bad := range []string{"a.b", "a b", "*", ">", strings.Repeat("p", 65)} {
+	for _, bad := range []string{"a.b", "a b", "*", ">", strings.Repeat("p", 33), "a-b", "Fanout", "9lives"} {
 		if _, err := messages.NewNames(bad); err == nil {
 			t.Errorf("prefix %q accepted", bad)
 		}

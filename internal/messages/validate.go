@@ -199,12 +199,19 @@ func DecodeUpdateRequest(data []byte) (UpdateRequest, *Error) {
 	if len(opts) == 0 {
 		return u, Errorf(CodeInvalidRequest, "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent")
 	}
-	for k := range opts {
+	for k, v := range opts {
+		if bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			delete(opts, k) // null: leave that option as it is
+			continue
+		}
 		switch k {
 		case "max_in_flight", "failure_policy", "tolerated_failures", "tolerated_failure_percent":
 		default:
 			return u, Errorf(CodeInvalidRequest, "options.%s: cannot be changed while a batch runs (changeable: max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent)", k)
 		}
+	}
+	if len(opts) == 0 {
+		return u, Errorf(CodeInvalidRequest, "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent")
 	}
 	raw, _ := json.Marshal(opts)
 	o, e := decodeOptions(raw)

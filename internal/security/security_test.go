@@ -499,7 +499,7 @@ func TestLeastPrivilege(t *testing.T) {
 // cannot set an inbox prefix (every role on "_INBOX").
 func TestLeastPrivilegeCustomPrefixSharedInbox(t *testing.T) {
 	t.Parallel()
-	d := newDeployment(t, security.Options{Prefix: "acme-prod", SharedInbox: true})
+	d := newDeployment(t, security.Options{Prefix: "acme_prod", SharedInbox: true})
 	r := d.start()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
