@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -53,7 +54,8 @@ type driver struct {
 	stopResults  func()      // stops reading results; safe to call twice
 	step         *stepResult // a step's result waiting to be handled
 	items        *itemReader
-	itemsErr     error // the items cannot be read: the batch fails
+	workHead     []byte // see workHead
+	itemsErr     error  // the items cannot be read: the batch fails
 }
 
 type stepResult struct {
@@ -420,32 +422,63 @@ func (d *driver) fill(ctx context.Context) {
 
 // workMessage builds the work message of items [item, end).
 func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
-	o := d.st.Options
-	wm := messages.WorkMessage{
-		BatchID: d.batch, Item: item, Activity: d.st.Activity,
-		Attempt: 1, MaxAttempts: o.MaxAttempts, ItemTimeoutMS: o.ItemTimeout.Std().Milliseconds(),
+	if d.workHead == nil {
+		d.workHead = workHead(d.batch, d.st.Activity, d.st.Options)
 	}
-	for i := item; i < end; i++ {
-		input, err := d.items.Item(i)
+	// Encoded by hand: the message is the same for every item but for the
+	// item and its input, and this runs once per item.
+	data := make([]byte, 0, len(d.workHead)+64)
+	data = append(data, d.workHead...)
+	data = strconv.AppendInt(data, int64(item), 10)
+	if end-item == 1 {
+		input, err := d.items.Item(item)
 		if err != nil {
 			return nil, err
 		}
-		if end-item == 1 {
-			wm.Input = input
-		} else {
-			wm.Items = append(wm.Items, messages.WorkItem{Item: i, Input: input})
+		data = append(data, `,"input":`...)
+		data = append(append(data, input...), '}')
+	} else {
+		data = append(data, `,"items":[`...)
+		for i := item; i < end; i++ {
+			input, err := d.items.Item(i)
+			if err != nil {
+				return nil, err
+			}
+			if i > item {
+				data = append(data, ',')
+			}
+			data = strconv.AppendInt(append(data, `{"item":`...), int64(i), 10)
+			data = append(append(append(data, `,"input":`...), input...), '}')
 		}
+		data = append(data, "]}"...)
 	}
-	for _, b := range o.Backoff {
-		wm.BackoffMS = append(wm.BackoffMS, b.Std().Milliseconds())
-	}
-	data, _ := json.Marshal(wm)
 	msg := nats.NewMsg(d.c.names.Work(d.st.Activity, d.batch))
 	msg.Data = data
 	// The id makes a republish after a crash a no-op within the
 	// stream's duplicate window.
 	msg.Header.Set(jetstream.MsgIDHeader, messages.WorkMsgID(d.batch, item))
 	return msg, nil
+}
+
+// workHead is the start of every work message of a batch, up to the item
+// index: {"batch_id":…,"activity":…,"attempt":1,…,"item":
+func workHead(batch, activity string, o messages.Options) []byte {
+	q := func(s string) []byte { b, _ := json.Marshal(s); return b }
+	h := append([]byte(`{"batch_id":`), q(batch)...)
+	h = append(append(h, `,"activity":`...), q(activity)...)
+	h = strconv.AppendInt(append(h, `,"attempt":1,"max_attempts":`...), int64(o.MaxAttempts), 10)
+	if len(o.Backoff) > 0 {
+		h = append(h, `,"backoff_ms":[`...)
+		for i, b := range o.Backoff {
+			if i > 0 {
+				h = append(h, ',')
+			}
+			h = strconv.AppendInt(h, b.Std().Milliseconds(), 10)
+		}
+		h = append(h, ']')
+	}
+	h = strconv.AppendInt(append(h, `,"item_timeout_ms":`...), o.ItemTimeout.Std().Milliseconds(), 10)
+	return append(h, `,"item":`...)
 }
 
 func (d *driver) publish(ctx context.Context, msg *nats.Msg, item, end int) error {
