@@ -404,6 +404,9 @@ func (d *driver) fill(ctx context.Context) {
 	// Groups of items_per_message items start at multiples of it, so a
 	// group republished after a crash has the same id and is deduplicated.
 	group := max(st.Options.ItemsPerMessage, 1)
+	if exceeded, _ := aggregate.FailureExceeded(st); exceeded || st.CancelRequested {
+		return // the batch is ending: no more work for it
+	}
 	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
 		end := min((d.next/group+1)*group, st.Total)
 		msg, err := d.workMessage(d.next, end)
