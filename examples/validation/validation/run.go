@@ -47,7 +47,7 @@ func Demo() []Batch {
 func (b Batch) Options() client.Options {
 	pct := TolerancePercent
 	return client.Options{
-		FailurePolicy:           client.FailureContinue,
+		FailurePolicy:           client.FailurePolicy("continue"),
 		ToleratedFailurePercent: &pct,
 		MaxInFlight:             b.MaxInFlight,
 	}
