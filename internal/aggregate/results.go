@@ -14,6 +14,10 @@ import (
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
+// readerIdle: see topology.ReaderIdle (not imported: topology would
+// import this package's users).
+const readerIdle = 10 * time.Second
+
 // Results gathers the per-item results of a batch in item order.
 type Results struct {
 	items []messages.ItemResult
@@ -52,7 +56,8 @@ func ReadResults(ctx context.Context, results jetstream.Stream, n messages.Names
 		return nil
 	}
 	cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{n.ResultBatchFilter(batch)},
+		FilterSubjects:    []string{n.ResultBatchFilter(batch)},
+		InactiveThreshold: readerIdle,
 	})
 	if err != nil {
 		return fmt.Errorf("read results of %s: %w", batch, err)
@@ -156,7 +161,8 @@ func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Name
 	}
 	if lastSeq > 0 {
 		cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{n.ResultBatchFilter(batch)},
+			FilterSubjects:    []string{n.ResultBatchFilter(batch)},
+			InactiveThreshold: readerIdle,
 		})
 		if err != nil {
 			return fmt.Errorf("read results of %s: %w", batch, err)

@@ -55,6 +55,7 @@ type driver struct {
 	step         *stepResult // a step's result waiting to be handled
 	items        *itemReader
 	workHead     []byte // see workHead
+	resumedFinal bool   // the batch was final when this driver took it
 	itemsErr     error  // the items cannot be read: the batch fails
 }
 
@@ -209,7 +210,8 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 func (d *driver) run(ctx context.Context) error {
 	st := d.st
 	if st.Status.Final() {
-		// Decided before a crash; the aggregate may not be out yet.
+		// Decided before a crash; the aggregate may be out already.
+		d.resumedFinal = true
 		return d.publishDone(ctx)
 	}
 	if st.CancelRequested {
@@ -230,6 +232,10 @@ func (d *driver) run(ctx context.Context) error {
 		d.items = inlineItems(d.req.Items)
 	}
 	defer func() { d.items.Close() }()
+	// Items first: the results reader starts from the checkpoint whenever
+	// it is created, so nothing is missed, and the batch's first round
+	// trip overlaps the reader's creation.
+	d.fill(ctx)
 	if err := d.consumeResults(ctx); err != nil {
 		return err
 	}
@@ -338,7 +344,7 @@ func (d *driver) run(ctx context.Context) error {
 // consumeResults reads the batch's results in stream order from just after
 // the checkpoint.
 func (d *driver) consumeResults(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.c.names.ResultBatchFilter(d.batch)}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.c.names.ResultBatchFilter(d.batch)}, InactiveThreshold: topology.ReaderIdle}
 	if d.st.LastSeq > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = d.st.LastSeq + 1
@@ -687,20 +693,24 @@ func (d *driver) publishDone(ctx context.Context) error {
 		return err
 	}
 	d.publishProgress()
-	if err := d.retry(ctx, "release batch token", func(ctx context.Context) error {
-		return d.tok.DoubleAck(ctx)
-	}); err != nil {
-		return err
+	// A lost ack only means a later coordinator finds the batch final,
+	// finds its aggregate out, and acks again.
+	if err := d.tok.Ack(); err != nil {
+		d.log.Warn().Err(err).Msg("release batch token")
 	}
 	return nil
 }
 
 func (d *driver) publishAggregate(ctx context.Context) error {
 	st := d.st
-	if _, err := d.c.stores.Done.GetLastMsgForSubject(ctx, d.c.names.Done(d.batch)); err == nil {
-		return nil // published before a crash
-	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return err
+	if d.resumedFinal {
+		// Only a resumed batch can have its aggregate out already; a
+		// second publish would be refused anyway, this saves building it.
+		if _, err := d.c.stores.Done.GetLastMsgForSubject(ctx, d.c.names.Done(d.batch)); err == nil {
+			return nil
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return err
+		}
 	}
 	notRun := "batch " + string(st.Status)
 	if st.Reason != "" {

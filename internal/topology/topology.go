@@ -135,24 +135,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 			return obs, err
 		}
 	}
-	h.Batches, err = kvCreate(ctx, jetstream.KeyValueConfig{
+	batchesCfg := jetstream.KeyValueConfig{
 		Bucket:      n.BatchesBucket(),
 		Description: "fanout batch state: counts and checkpoint per batch",
 		History:     1,
 		TTL:         cfg.Retention,
 		Storage:     cfg.storage(),
 		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", n.BatchesBucket(), err)
 	}
-	h.Blobs, err = objCreate(ctx, jetstream.ObjectStoreConfig{
+	blobsCfg := jetstream.ObjectStoreConfig{
 		Bucket:      n.BlobBucket(),
 		Description: "fanout large aggregates and payloads",
 		TTL:         cfg.Retention,
 		Storage:     cfg.storage(),
 		Replicas:    cfg.Replicas,
-	})
+	}
+	h.Batches, err = retry(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return kvCreate(ctx, batchesCfg) })
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", n.BatchesBucket(), err)
+	}
+	h.Blobs, err = retry(ctx, func(ctx context.Context) (jetstream.ObjectStore, error) { return objCreate(ctx, blobsCfg) })
 	if err != nil {
 		return nil, fmt.Errorf("object store %s: %w", n.BlobBucket(), err)
 	}
@@ -160,14 +162,32 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (jetstream.Stream, error) {
-	if update {
-		return js.CreateOrUpdateStream(ctx, cfg)
+	return retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		if update {
+			return js.CreateOrUpdateStream(ctx, cfg)
+		}
+		s, err := js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return js.CreateOrUpdateStream(ctx, cfg)
+		}
+		return s, err
+	})
+}
+
+// attemptTimeout bounds one create call. A new clustered server can leave
+// concurrent creates of one stream unanswered; asking again answers.
+const attemptTimeout = 5 * time.Second
+
+// retry calls fn until it succeeds, fails with an answer, or ctx ends.
+func retry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		v, err := fn(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return v, err
+		}
 	}
-	s, err := js.Stream(ctx, cfg.Name)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return js.CreateOrUpdateStream(ctx, cfg)
-	}
-	return s, err
 }
 
 // EnsureWorker opens what a worker uses, the work and results streams,
@@ -191,6 +211,12 @@ func EnsureWorker(ctx context.Context, js jetstream.JetStream, n messages.Names,
 	}
 	return work, nil
 }
+
+// ReaderIdle is the inactive threshold of the short-lived ordered
+// consumers fanout creates (a batch's results reader, a client's wait):
+// stopping one in nats.go does not delete it, and the server would keep it
+// for its default 5 minutes, up to its limit of consumers per stream.
+const ReaderIdle = 10 * time.Second
 
 // IsDuplicateResult reports whether a publish error means the subject
 // already holds its one message (the per-item guard refused a second).
