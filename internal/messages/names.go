@@ -17,13 +17,22 @@ const ContractVersion = 1
 // DefaultPrefix is the subject prefix used when none is configured.
 const DefaultPrefix = "fanout"
 
-// tokenPattern is what a prefix, activity name or batch id may contain: one
-// NATS subject token that is also a valid KV key and consumer name.
-var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidToken reports whether s can be used as an activity name, batch id or
-// prefix.
-func ValidToken(s string) bool { return tokenPattern.MatchString(s) }
+// ValidToken reports whether s can be used as an activity name or batch
+// id: 1-64 characters of A-Z a-z 0-9 _ -, one NATS subject token that is
+// also a valid KV key and consumer name. (A loop, not a regexp: workers
+// check every message.)
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Names builds every subject, stream, consumer and bucket name for one
 // deployment prefix. Two deployments with different prefixes can share one
