@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,6 +23,7 @@ type itemReader struct {
 	inline []json.RawMessage
 
 	open func() (io.ReadCloser, error)
+	file string // the downloaded object, removed by Close
 	rc   io.ReadCloser
 	br   *bufio.Reader
 	pos  int // index of the next line br returns
@@ -29,20 +32,51 @@ type itemReader struct {
 
 func inlineItems(items []json.RawMessage) *itemReader { return &itemReader{inline: items} }
 
-// objectItems reads the items of ref from the object store.
+// objectItems reads the items of ref from the object store. The object is
+// copied to a temporary file first, at the speed of the network: an object
+// reader left waiting while the window is full can stall or fail, and the
+// file keeps memory flat however large the batch.
 func (c *Coordinator) objectItems(ref *messages.ObjectRef) *itemReader {
-	return &itemReader{open: func() (io.ReadCloser, error) {
-		ctx := context.Background()
-		obs, err := c.js.ObjectStore(ctx, c.bucketOf(ref))
-		if err != nil {
-			return nil, fmt.Errorf("items_ref bucket %s: %w", c.bucketOf(ref), err)
+	r := &itemReader{}
+	r.open = func() (io.ReadCloser, error) {
+		if r.file == "" {
+			path, err := c.downloadItems(ref)
+			if err != nil {
+				return nil, err
+			}
+			r.file = path
 		}
-		r, err := obs.Get(ctx, ref.Name)
-		if err != nil {
-			return nil, fmt.Errorf("items_ref object %s: %w", ref.Name, err)
-		}
-		return r, nil
-	}}
+		return os.Open(r.file)
+	}
+	return r
+}
+
+func (c *Coordinator) downloadItems(ref *messages.ObjectRef) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	obs, err := c.js.ObjectStore(ctx, c.bucketOf(ref))
+	if err != nil {
+		return "", fmt.Errorf("items_ref bucket %s: %w", c.bucketOf(ref), err)
+	}
+	src, err := obs.Get(ctx, ref.Name)
+	if err != nil {
+		return "", fmt.Errorf("items_ref object %s: %w", ref.Name, err)
+	}
+	defer src.Close()
+	f, err := os.CreateTemp("", "fanout-items-*.jsonl")
+	if err != nil {
+		return "", fmt.Errorf("items_ref: a temporary file for the items: %w", err)
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", fmt.Errorf("items_ref object %s: %w", ref.Name, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 func (c *Coordinator) bucketOf(ref *messages.ObjectRef) string {
@@ -60,8 +94,19 @@ func (r *itemReader) Item(i int) (json.RawMessage, error) {
 		}
 		return r.inline[i], nil
 	}
+	for attempt := 0; ; attempt++ {
+		b, err := r.seek(i)
+		if err == nil || attempt == 3 || errors.Is(err, errItemsEnded) {
+			return b, err
+		}
+		// Open it again and skip to where we were.
+		r.closeReader()
+	}
+}
+
+func (r *itemReader) seek(i int) (json.RawMessage, error) {
 	if r.br == nil || i < r.pos {
-		r.Close()
+		r.closeReader()
 		rc, err := r.open()
 		if err != nil {
 			return nil, err
@@ -81,6 +126,8 @@ func (r *itemReader) Item(i int) (json.RawMessage, error) {
 	}
 }
 
+var errItemsEnded = errors.New("items object ended early")
+
 // nextLine returns the next non-empty line, copied.
 func (r *itemReader) nextLine() (json.RawMessage, error) {
 	for {
@@ -92,16 +139,27 @@ func (r *itemReader) nextLine() (json.RawMessage, error) {
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("items object ended after %d items", r.pos)
+				return nil, fmt.Errorf("%w after %d items", errItemsEnded, r.pos)
 			}
 			return nil, err
 		}
 	}
 }
 
-// Close releases the object reader.
+// Close releases the reader and removes the downloaded object.
 func (r *itemReader) Close() {
-	if r != nil && r.rc != nil {
+	if r == nil {
+		return
+	}
+	r.closeReader()
+	if r.file != "" {
+		_ = os.Remove(r.file)
+		r.file = ""
+	}
+}
+
+func (r *itemReader) closeReader() {
+	if r.rc != nil {
 		_ = r.rc.Close()
 		r.rc, r.br = nil, nil
 	}
