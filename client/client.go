@@ -30,6 +30,8 @@ type (
 	ItemResult    = messages.ItemResult
 	Status        = messages.Status
 	RedriveRef    = messages.RedriveRef
+	// ObjectRef names an object in the object store (items_ref, results_ref).
+	ObjectRef = messages.ObjectRef
 	// Error is a coordinator's refusal: Code is one of the Code constants.
 	Error = messages.Error
 )
@@ -41,6 +43,12 @@ const (
 	StatusFailed    = messages.StatusFailed
 	StatusCanceled  = messages.StatusCanceled
 	StatusTimedOut  = messages.StatusTimedOut
+)
+
+// Failure policies.
+const (
+	FailureContinue = messages.FailureContinue
+	FailureFast     = messages.FailureFast
 )
 
 // Error codes a coordinator answers with.
@@ -224,35 +232,14 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	cons, err := c.js.OrderedConsumer(ctx, c.names.DoneStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.names.Done(batchID)},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-	})
+	agg, err := c.awaitAggregate(ctx, batchID)
 	if err != nil {
-		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	msg, err := it.Next()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
-	}
-	var agg Aggregate
-	if err := json.Unmarshal(msg.Data(), &agg); err != nil {
-		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
+		return nil, err
 	}
 	if agg.ResultsRef != nil {
 		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef); err != nil {
-			return &agg, err
+			return agg, err
 		}
 	}
-	return &agg, nil
+	return agg, nil
 }

@@ -27,6 +27,7 @@ type config struct {
 	logger          zerolog.Logger
 	observer        Observer
 	limits          map[string]int
+	prefetch        int
 }
 
 func defaultConfig() config {
@@ -52,8 +53,8 @@ func invalid(format string, args ...any) error {
 // WithPrefix sets the subject prefix (default "fanout").
 func WithPrefix(prefix string) Option {
 	return func(c *config) error {
-		if !messages.ValidToken(prefix) {
-			return invalid("prefix %q: must be 1-64 characters of A-Z a-z 0-9 _ -", prefix)
+		if _, err := messages.NewNames(prefix); err != nil {
+			return invalid("%v", err)
 		}
 		c.prefix = prefix
 		return nil
@@ -79,6 +80,22 @@ func WithConcurrency(n int) Option {
 			return invalid("concurrency %d: must be at least 1", n)
 		}
 		c.concurrency = n
+		return nil
+	}
+}
+
+// WithPrefetch sets how many items the worker takes from the server ahead
+// of a free slot, across its activities (default 4 × concurrency, like
+// Celery's prefetch multiplier). More keeps fast items flowing; for long
+// items set it to the concurrency, so that a busy worker does not hold
+// items an idle one could run. Items waiting here are kept alive with
+// heartbeats, so they are not delivered twice.
+func WithPrefetch(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("prefetch %d: must be at least 1", n)
+		}
+		c.prefetch = n
 		return nil
 	}
 }

@@ -36,8 +36,9 @@ type Worker struct {
 	consumers []jetstream.ConsumeContext
 	slots     chan struct{}
 	running   sync.WaitGroup
-	draining  atomic.Bool
-	drainCh   chan struct{} // closed when Stop begins
+	acks      chan pendingAck // settled work waiting for its results' acks
+	acksDone  chan struct{}
+	draining  atomic.Bool // set when Stop begins
 	// handlerCtx is canceled when Stop gives up waiting for handlers.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
@@ -45,6 +46,7 @@ type Worker struct {
 	ready         atomic.Bool
 	stopOnce      sync.Once
 	stopped       chan struct{}
+	presence      *presence // heartbeats for `fanout workers` (presence.go)
 }
 
 // New makes a worker on an established connection. Register handlers,
@@ -65,7 +67,6 @@ func New(nc *nats.Conn, opts ...Option) (*Worker, error) {
 		log:      cfg.logger.With().Str("component", "worker").Str("worker", cfg.name).Logger(),
 		handlers: map[string]Handler{},
 		stopped:  make(chan struct{}),
-		drainCh:  make(chan struct{}),
 	}, nil
 }
 
@@ -126,7 +127,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if len(w.handlers) == 0 {
 		return errors.New("worker: no handlers registered")
 	}
-	js, err := jetstream.New(w.nc)
+	// The ack loop waits on each result's publish; the timeout makes a lost
+	// answer an error rather than a wait forever.
+	js, err := jetstream.New(w.nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -136,6 +139,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.slots = make(chan struct{}, w.cfg.concurrency)
+	w.acks = make(chan pendingAck, 4*w.cfg.concurrency)
+	w.acksDone = make(chan struct{})
+	go w.ackLoop()
 	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
 	for activity, handler := range w.handlers {
 		for i := len(w.middleware) - 1; i >= 0; i-- {
@@ -160,8 +166,12 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.stopConsumers()
 			return fmt.Errorf("consumer for activity %q: %w", activity, err)
 		}
+		prefetch := w.cfg.prefetch
+		if prefetch == 0 {
+			prefetch = 4 * w.cfg.concurrency
+		}
 		cc, err := cons.Consume(w.receive(activity, handler),
-			jetstream.PullMaxMessages(w.cfg.concurrency),
+			jetstream.PullMaxMessages(max(prefetch/len(w.handlers), 1)),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				w.log.Debug().Err(err).Str("activity", activity).Msg("consume")
 			}))
@@ -173,6 +183,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.started = true
 	w.ready.Store(true)
+	w.presence = w.startPresence(ctx)
 	w.log.Info().Strs("activities", w.Activities()).Int("concurrency", w.cfg.concurrency).Msg("worker started")
 	return nil
 }
@@ -186,10 +197,12 @@ func (w *Worker) stopConsumers() {
 	}
 }
 
-// Stop drains the worker: no new items are taken, items waiting in its
-// buffer go back to the queue, and running ones finish and publish their
-// results (up to the shutdown timeout; then they are canceled and go back
-// too). A second Stop is harmless. It does not close the connection.
+// Stop drains the worker: no new items are taken; items running and items
+// already taken ahead (the prefetch) run to their end and publish their
+// results (up to the shutdown timeout; then they are canceled and go back to
+// the queue). Taken items are not handed back at once because a hand-back
+// raises the delivery count, which is the item's attempt number. A second
+// Stop is harmless. It does not close the connection.
 func (w *Worker) Stop(ctx context.Context) error {
 	var err error
 	w.stopOnce.Do(func() {
@@ -199,10 +212,16 @@ func (w *Worker) Stop(ctx context.Context) error {
 		}
 		w.ready.Store(false)
 		w.draining.Store(true)
-		close(w.drainCh)
-		w.stopConsumers()
+		// Stop pulling; what was already taken runs to its end (up to the
+		// shutdown timeout), its results published and acked.
 		done := make(chan struct{})
-		go func() { w.running.Wait(); close(done) }()
+		go func() {
+			w.stopConsumers()
+			w.running.Wait()
+			close(w.acks) // nothing settles any more
+			<-w.acksDone
+			close(done)
+		}()
 		timeout := time.NewTimer(w.cfg.shutdownTimeout)
 		defer timeout.Stop()
 		select {
@@ -220,6 +239,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 			err = ctx.Err()
 		}
 		w.cancelHandler()
+		w.presence.stop()
 		w.log.Info().Msg("worker stopped")
 	})
 	return err
@@ -249,18 +269,17 @@ func (w *Worker) Ready(ctx context.Context) error {
 // slot, then runs the item on its own goroutine.
 func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 	return func(msg jetstream.Msg) {
-		if w.draining.Load() {
-			_ = msg.Nak()
-			return
-		}
+		// The ack wait runs from delivery: keep the item while it waits for
+		// a slot, or the server would hand it to another worker (and count
+		// an attempt) while it sits here.
+		stopHeartbeat := w.heartbeat(msg)
 		select {
 		case w.slots <- struct{}{}:
-		case <-w.drainCh:
-			_ = msg.Nak()
-			return
-		}
-		if w.draining.Load() {
-			<-w.slots
+		case <-w.handlerCtx.Done():
+			// Stop gave up waiting: hand it back. Items taken before Stop
+			// began are otherwise run, not handed back: a hand-back
+			// raises the delivery count, which is the attempt number.
+			stopHeartbeat()
 			_ = msg.Nak()
 			return
 		}
@@ -268,7 +287,7 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 		go func() {
 			defer w.running.Done()
 			defer func() { <-w.slots }()
-			w.process(activity, h, msg)
+			w.process(activity, h, msg, stopHeartbeat)
 		}()
 	}
 }
@@ -276,7 +295,8 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 // process runs one delivery of a work message (one item, or a group of
 // items when the batch packs several per message) and settles it: results
 // published then an ack, or a nak for a retry.
-func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
+func (w *Worker) process(activity string, h Handler, msg jetstream.Msg, stopHeartbeat func()) {
+	defer stopHeartbeat()
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.log.Warn().Err(err).Msg("work message without metadata")
@@ -311,8 +331,6 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg) {
 		return
 	}
 
-	stopHeartbeat := w.heartbeat(msg)
-	defer stopHeartbeat()
 	retry := time.Duration(-1)
 	for _, it := range items {
 		res, retryAfter, abort := w.runItem(activity, h, &wm, it, attempt, maxAttempts, log)
@@ -476,43 +494,66 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 	}
 }
 
-// settle publishes the results of a work message and then acks it. A
-// result refused because the item already has one is success: the item is
-// counted once, by that first result.
+// settle publishes the results of a work message, and has the ack loop
+// ack it once the server has stored them (or refused them as already
+// recorded: the item is counted once, by its first result). The handler's
+// slot is free meanwhile: a publish round trip does not hold up the next
+// item.
 func (w *Worker) settle(msg jetstream.Msg, results []messages.ResultMessage, log zerolog.Logger) {
-	if !w.publishResults(results, log) {
+	futures, ok := w.publishAsync(results, log)
+	if !ok {
 		log.Warn().Msg("results not published; the work will be delivered again")
 		_ = msg.NakWithDelay(time.Second)
 		return
 	}
-	faults.ResultPublished()
-	if err := msg.Ack(); err != nil {
-		log.Debug().Err(err).Msg("ack")
+	w.acks <- pendingAck{msg: msg, futures: futures, log: log}
+}
+
+type pendingAck struct {
+	msg     jetstream.Msg
+	futures []jetstream.PubAckFuture
+	log     zerolog.Logger
+}
+
+// ackLoop acks work messages in the order they were settled, each once its
+// results are stored. It ends when acks is closed.
+func (w *Worker) ackLoop() {
+	defer close(w.acksDone)
+	for p := range w.acks {
+		if w.awaitStored(p.futures, p.log) {
+			faults.ResultPublished()
+			if err := p.msg.Ack(); err != nil {
+				p.log.Debug().Err(err).Msg("ack")
+			}
+		} else {
+			p.log.Warn().Msg("results not stored; the work will be delivered again")
+			_ = p.msg.NakWithDelay(time.Second)
+		}
 	}
 }
 
 // publishResults publishes results and waits for the server to store them
 // (or to refuse them as already recorded). It reports whether all are in.
 func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Logger) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if len(results) == 1 {
-		_, err := w.js.Publish(ctx, w.resultSubject(&results[0]), w.encodeResult(&results[0]))
-		if err != nil && !topology.IsDuplicateResult(err) {
-			log.Warn().Err(err).Msg("publish result")
-			return false
-		}
-		return true
-	}
+	futures, ok := w.publishAsync(results, log)
+	return ok && w.awaitStored(futures, log)
+}
+
+func (w *Worker) publishAsync(results []messages.ResultMessage, log zerolog.Logger) ([]jetstream.PubAckFuture, bool) {
 	futures := make([]jetstream.PubAckFuture, 0, len(results))
 	for i := range results {
 		f, err := w.js.PublishAsync(w.resultSubject(&results[i]), w.encodeResult(&results[i]))
 		if err != nil {
 			log.Warn().Err(err).Msg("publish result")
-			return false
+			return nil, false
 		}
 		futures = append(futures, f)
 	}
+	return futures, true
+}
+
+// awaitStored waits for the server's answer to each publish.
+func (w *Worker) awaitStored(futures []jetstream.PubAckFuture, log zerolog.Logger) bool {
 	ok := true
 	for _, f := range futures {
 		select {
@@ -522,8 +563,6 @@ func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Lo
 				log.Warn().Err(err).Msg("publish result")
 				ok = false
 			}
-		case <-ctx.Done():
-			return false
 		}
 	}
 	return ok

@@ -33,13 +33,19 @@ func (e *ExitError) Unwrap() error { return e.Err }
 type globals struct {
 	conn    config.Connection
 	logging config.Logging
+	in      io.Reader
 	out     io.Writer
 	errOut  io.Writer
 }
 
 // Execute runs the CLI with args and returns the process exit code.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{out: stdout, errOut: stderr}
+	return execute(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// execute is Execute reading standard input from stdin.
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{in: stdin, out: stdout, errOut: stderr}
 	root := &cobra.Command{
 		Use:   "fanout",
 		Short: "Fan-out/fan-in batches on NATS JetStream",
@@ -48,11 +54,21 @@ publishes one exact aggregate when the batch ends.
 
 Try it with nothing installed but Go:
   fanout demo            run a demo batch on an all-in-one local deployment
-  fanout dev             run that deployment and keep it up for your own batches`,
+  fanout dev             run that deployment and keep it up for your own batches
+
+Then, against it or any deployment (--server, or $NATS_URL):
+  fanout submit --activity sha256 items.json --wait
+  fanout ls
+  fanout workers
+
+Exit codes: 0 every item succeeded; 1 some items failed or the batch did not
+complete; 2 bad arguments or input, or a request the coordinator refused;
+3 NATS or a coordinator could not be reached.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetArgs(args)
+	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetContext(ctx)
@@ -68,7 +84,9 @@ Try it with nothing installed but Go:
 		}
 		return nil
 	}
-	root.AddCommand(newDevCmd(g), newDemoCmd(g))
+	root.AddCommand(newDevCmd(g), newDemoCmd(g), newBenchCmd(g))
+	root.AddCommand(newSubmitCmd(g), newWatchCmd(g), newStatusCmd(g), newResultsCmd(g),
+		newCancelCmd(g), newUpdateCmd(g), newRedriveCmd(g), newLsCmd(g), newWorkersCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return ExitOK

@@ -145,14 +145,17 @@ func flowControl(s string) string   { return "$JS.FC." + s + ".>" }
 //
 // Worker: looks the work and results streams up at start, creates or
 // updates the durable consumer of each of its activities on the work
-// stream, pulls and acks work there, publishes results. Nothing else: no
-// request subject, no work subject, nothing of the batch-state bucket
-// beyond its stream's info, no other inbox.
+// stream, pulls and acks work there, publishes results, and writes its
+// heartbeat in the workers bucket (creating the bucket if missing).
+// Nothing else: no request subject, no work subject, nothing of the
+// batch-state bucket, no other inbox.
 //
 // Client: sends submit / status / cancel / update / redrive, reads
 // progress (core), results and aggregates (core, or ordered consumers on
-// the results and done streams), and reads large results from the object
-// store.
+// the results and done streams), reads large results from the object
+// store, and reads the workers bucket (fanout workers). It cannot read the
+// batch-state bucket: fanout ls needs the coordinator's credentials or an
+// admin's.
 func Permissions(o Options) (map[Role]Permission, error) {
 	n, err := o.names()
 	if err != nil {
@@ -198,6 +201,11 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		api+"CONSUMER.CREATE."+s.Work+".*."+p+".work.*.>",
 		consumerInfo(s.Work), msgNext(s.Work), acks(s.Work),
 	)
+	// Heartbeats (worker/presence.go): the worker finds or creates the
+	// workers bucket (creating a bucket reads the account info) and writes
+	// and deletes its own key there.
+	workers := "KV_" + n.WorkersBucket()
+	work.Publish = append(work.Publish, "$KV."+n.WorkersBucket()+".>", streamInfo(workers), streamCreate(workers), api+"INFO")
 	work.Subscribe = []string{o.InboxPrefix(Worker) + ".>"}
 
 	var cli Permission
@@ -205,7 +213,8 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		// The nats tool finds the stream of a subject with it (nats sub --last).
 		api+"STREAM.NAMES",
 	)
-	for _, st := range []string{s.Results, s.Done, s.Blobs} {
+	// ... and lists the live workers from the workers bucket (fanout workers).
+	for _, st := range []string{s.Results, s.Done, s.Blobs, workers} {
 		cli.Publish = append(cli.Publish, streamInfo(st), msgGet(st))
 		cli.Publish = append(cli.Publish, directGet(st)...)
 		cli.Publish = append(cli.Publish, consumerCreate(st)...)

@@ -25,6 +25,7 @@ type Config struct {
 	Prefix          string
 	Name            string
 	Concurrency     int
+	Prefetch        int
 	AckWait         time.Duration
 	ShutdownTimeout time.Duration
 	Replicas        int
@@ -53,6 +54,9 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	}
 	if cfg.Concurrency != 0 {
 		opts = append(opts, worker.WithConcurrency(cfg.Concurrency))
+	}
+	if cfg.Prefetch != 0 {
+		opts = append(opts, worker.WithPrefetch(cfg.Prefetch))
 	}
 	if cfg.AckWait != 0 {
 		opts = append(opts, worker.WithAckWait(cfg.AckWait))

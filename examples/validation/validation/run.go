@@ -47,7 +47,7 @@ func Demo() []Batch {
 func (b Batch) Options() client.Options {
 	pct := TolerancePercent
 	return client.Options{
-		FailurePolicy:           client.FailurePolicy("continue"),
+		FailurePolicy:           client.FailureContinue,
 		ToleratedFailurePercent: &pct,
 		MaxInFlight:             b.MaxInFlight,
 	}

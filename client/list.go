@@ -1,0 +1,93 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// List returns the most recent batches, newest first: at most limit of
+// them (all when limit <= 0), as the progress view of their state
+// (Options included). Batches are kept as long as the deployment's
+// retention (7 days by default).
+//
+// List reads the batch-state bucket (FANOUT_BATCHES) directly, not through
+// a coordinator, so the connection's user must be allowed to read it: the
+// least-privilege client role of docs/security.md is not (it sees batches
+// only through the coordinators' status requests); the coordinator's role
+// or an administrator's is. Memory is bounded by limit, not by the number
+// of batches.
+func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	bucket := c.names.BatchesBucket()
+	kv, err := c.js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil // no coordinator has run here yet
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s (listing batches needs read access to it): %w", bucket, err)
+	}
+	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read bucket %s: %w", bucket, err)
+	}
+	defer func() { _ = watch.Stop() }()
+	newestFirst := func(a, b Progress) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		if a.BatchID < b.BatchID {
+			return -1
+		}
+		return 1
+	}
+	var out []Progress
+	trim := func() {
+		slices.SortFunc(out, newestFirst)
+		if limit > 0 && len(out) > limit {
+			out = out[:limit]
+		}
+	}
+	now := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
+		case e, ok := <-watch.Updates():
+			if !ok {
+				return nil, fmt.Errorf("read bucket %s: the watch ended early", bucket)
+			}
+			if e == nil { // every current value has been delivered
+				trim()
+				return out, nil
+			}
+			var st messages.BatchState
+			if json.Unmarshal(e.Value(), &st) != nil || st.BatchID == "" {
+				continue
+			}
+			p := st.Progress(now)
+			opts := st.Options
+			p.Options = &opts
+			out = append(out, p)
+			if limit > 0 && len(out) >= 2*limit+64 {
+				trim()
+			}
+		}
+	}
+}
+
+// withTimeout bounds ctx by the request timeout when it has no deadline.
+func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, c.timeout)
+}

@@ -1,0 +1,142 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// Results returns the per-item results of a batch in item order, from its
+// aggregate: the results it carries, or, for a batch too large for one
+// message, the object they were stored in, read as it is iterated (memory
+// does not grow with the batch).
+//
+// A batch still running is waited for, like Wait does; bound the wait with
+// ctx. A batch that does not exist yields an *Error with CodeNotFound, no
+// coordinator answering ErrNoCoordinator. An error ends the iteration: it
+// is yielded once, with a zero ItemResult.
+//
+//	for r, err := range c.Results(ctx, id) {
+//		if err != nil {
+//			return err
+//		}
+//		fmt.Println(r.Item, r.OK)
+//	}
+func (c *Client) Results(ctx context.Context, batchID string) iter.Seq2[ItemResult, error] {
+	return func(yield func(ItemResult, error) bool) {
+		agg, err := c.finalAggregate(ctx, batchID)
+		if err != nil {
+			yield(ItemResult{}, err)
+			return
+		}
+		if agg.ResultsRef == nil {
+			for _, r := range agg.Results {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			return
+		}
+		if err := c.streamResults(ctx, agg.ResultsRef, yield); err != nil {
+			yield(ItemResult{}, fmt.Errorf("results of %s: %w", batchID, err))
+		}
+	}
+}
+
+// streamResults yields the JSON Lines of a results object one by one. It
+// returns an error only while yield still wants more.
+func (c *Client) streamResults(ctx context.Context, ref *messages.ObjectRef, yield func(ItemResult, error) bool) error {
+	obs, err := c.js.ObjectStore(ctx, ref.Bucket)
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", ref.Bucket, err)
+	}
+	obj, err := obs.Get(ctx, ref.Name)
+	if err != nil {
+		return fmt.Errorf("object %s: %w", ref.Name, err)
+	}
+	defer obj.Close()
+	dec := json.NewDecoder(bufio.NewReaderSize(obj, 64*1024))
+	for {
+		var r ItemResult
+		err := dec.Decode(&r)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("object %s: %w", ref.Name, err)
+		}
+		if !yield(r, nil) {
+			return nil
+		}
+	}
+}
+
+// finalAggregate returns a batch's aggregate without loading results
+// stored in the object store: at once when the batch has ended, after
+// waiting for it when it is running, or the status request's error (not
+// found, no coordinator).
+func (c *Client) finalAggregate(ctx context.Context, batchID string) (*Aggregate, error) {
+	if !messages.ValidToken(batchID) {
+		return nil, messages.Errorf(messages.CodeInvalidRequest, "batch_id: %q is not a batch id", batchID)
+	}
+	stream, err := c.js.Stream(ctx, c.names.DoneStream())
+	if err == nil {
+		msg, err := stream.GetLastMsgForSubject(ctx, c.names.Done(batchID))
+		if err == nil {
+			return decodeAggregate(batchID, msg.Data)
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
+	}
+	// No aggregate yet: ask whether the batch exists before waiting for it.
+	if _, err := c.Status(ctx, batchID); err != nil {
+		return nil, err
+	}
+	return c.awaitAggregate(ctx, batchID)
+}
+
+// awaitAggregate reads a batch's aggregate from the done stream, waiting
+// for it to be published.
+func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate, error) {
+	cons, err := c.js.OrderedConsumer(ctx, c.names.DoneStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{c.names.Done(batchID)},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	msg, err := it.Next()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+	}
+	return decodeAggregate(batchID, msg.Data())
+}
+
+func decodeAggregate(batchID string, data []byte) (*Aggregate, error) {
+	var agg Aggregate
+	if err := json.Unmarshal(data, &agg); err != nil {
+		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
+	}
+	return &agg, nil
+}

@@ -1,0 +1,140 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fanoutdev/fanout/client"
+)
+
+// waitFlags are the output flags of the commands that wait for a batch.
+type waitFlags struct {
+	json  bool
+	quiet bool
+}
+
+func (f *waitFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&f.json, "json", false, "print the aggregate as JSON (results included) instead of a table")
+	cmd.Flags().BoolVarP(&f.quiet, "quiet", "q", false, "show no progress")
+}
+
+func newWatchCmd(g *globals) *cobra.Command {
+	var f waitFlags
+	cmd := &cobra.Command{
+		Use:   "watch BATCH",
+		Short: "Show a batch's progress until it ends, then its aggregate",
+		Long: `Show a batch's progress until it ends, then print its aggregate: counts,
+timing and the first failures as a table, or everything as JSON with --json.
+
+The progress bar (on standard error) is drawn on a terminal only; otherwise
+a plain line is written every few seconds. A batch that has already ended
+is printed at once. Interrupting watch does not stop the batch.
+
+Exit code 0 when every item succeeded, 1 when some failed, were not run,
+or the batch ended otherwise than completed.`,
+		Example: `  fanout watch 6b0c2f6e-8a4b-4b55-9d3c-8f1d5c2e7a10
+  fanout watch nightly-2024-06-01 --json | jq '.results[] | select(.ok | not)'`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, closeConn, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			ctx := cmd.Context()
+			st, err := c.Status(ctx, args[0])
+			if err != nil {
+				return exitError(err)
+			}
+			return g.wait(ctx, c, st, f)
+		},
+	}
+	batchIDArg(cmd)
+	f.register(cmd)
+	return cmd
+}
+
+// wait shows a batch's progress from its state st until it ends, prints
+// its aggregate, and returns the batch's exit status.
+func (g *globals) wait(ctx context.Context, c *client.Client, st *client.Progress, f waitFlags) error {
+	var view *batchProgress
+	onProgress := func(client.Progress) {}
+	if !f.quiet {
+		view = &batchProgress{out: g.errOut, desc: st.Activity}
+		view.update(*st)
+		onProgress = view.update
+	}
+	agg, err := c.Wait(ctx, st.BatchID, onProgress)
+	if err != nil {
+		if ctx.Err() != nil {
+			return &ExitError{Code: ExitItemsFailed, Err: fmt.Errorf("stopped waiting; batch %s goes on (fanout watch %s)", st.BatchID, st.BatchID)}
+		}
+		return exitError(err)
+	}
+	if view != nil {
+		view.finish(agg)
+	}
+	if f.json {
+		if err := writeJSON(g.out, agg); err != nil {
+			return err
+		}
+	} else {
+		printAggregate(g.out, agg)
+	}
+	return outcome(agg)
+}
+
+// batchProgress feeds a progressView, made once the batch's total is known
+// (a batch with a source step learns it late) and ignoring events that
+// arrive after the end.
+type batchProgress struct {
+	mu    sync.Mutex
+	out   io.Writer
+	desc  string
+	view  *progressView
+	total int
+	ended bool
+}
+
+func (b *batchProgress) update(p client.Progress) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ended || p.Total <= 0 {
+		return
+	}
+	switch {
+	case b.view == nil:
+		b.view = newProgressView(b.out, p.Total, b.desc)
+	case p.Total != b.total && b.view.bar != nil:
+		b.view.bar.ChangeMax(p.Total)
+	}
+	b.total = p.Total
+	b.view.update(p)
+}
+
+func (b *batchProgress) finish(agg *client.Aggregate) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ended = true
+	if b.view == nil {
+		return
+	}
+	if agg.Total != b.total && b.view.bar != nil {
+		b.view.bar.ChangeMax(agg.Total)
+	}
+	if b.view.bar == nil && b.view.last < agg.Succeeded+agg.Failed {
+		// Plain lines: say where the batch ended if the last event did not.
+		p := client.Progress{BatchID: agg.BatchID, Total: agg.Total, Done: agg.Succeeded + agg.Failed, Failed: agg.Failed}
+		if agg.Total > 0 {
+			p.Percent = float64(p.Done) * 100 / float64(agg.Total)
+		}
+		if agg.DurationMS > 0 {
+			p.RatePerSec = float64(p.Done) / (agg.DurationMS / 1000)
+		}
+		b.view.update(p)
+	}
+	b.view.finish(agg)
+}
