@@ -39,7 +39,9 @@ func TestWorkersKilledAllButOne(t *testing.T) {
 	}
 	ctx := e.Context(120 * time.Second)
 
-	const total, ms = 1500, 30
+	// Long enough to still run an ack wait after the first kill, at the
+	// two survivors' pace (16 slots of 30ms items: about 530 items/s).
+	const total, ms = 4000, 30
 	batchID := "e2e-kill-all-but-one"
 	watch := e.WatchResults(batchID)
 	r := e.Submit(ctx, client.BatchRequest{ID: batchID, Activity: "sleep", Items: sleepItems(t, total, ms)})

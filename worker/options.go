@@ -84,12 +84,12 @@ func WithConcurrency(n int) Option {
 	}
 }
 
-// WithPrefetch sets how many items the worker takes from the server ahead
-// of a free slot, across its activities (default 4 × concurrency, like
-// Celery's prefetch multiplier). More keeps fast items flowing; for long
-// items set it to the concurrency, so that a busy worker does not hold
-// items an idle one could run. Items waiting here are kept alive with
-// heartbeats, so they are not delivered twice.
+// WithPrefetch sets how many items of each activity the worker asks the
+// server for ahead of a free slot (default: the concurrency). More keeps
+// fast items flowing. The item handed to the worker next is kept alive with
+// heartbeats while it waits for a slot, but the ones queued behind it in
+// the client are not: for items that run longer than the ack wait, keep it
+// at the concurrency or lower, or they may be delivered again.
 func WithPrefetch(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

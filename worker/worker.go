@@ -168,10 +168,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		prefetch := w.cfg.prefetch
 		if prefetch == 0 {
-			prefetch = 4 * w.cfg.concurrency
+			prefetch = w.cfg.concurrency
 		}
 		cc, err := cons.Consume(w.receive(activity, handler),
-			jetstream.PullMaxMessages(max(prefetch/len(w.handlers), 1)),
+			jetstream.PullMaxMessages(prefetch),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				w.log.Debug().Err(err).Str("activity", activity).Msg("consume")
 			}))
