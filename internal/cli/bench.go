@@ -36,7 +36,7 @@ func newBenchCmd(g *globals) *cobra.Command {
       a coordinator and workers in this process, until its aggregate arrives;
   (c) b ÷ a;
   (d) latency of small batches (submit → aggregate), and the raw equivalent;
-  (e) items_per_message (n/a until the engine has it);
+  (e) items_per_message (with --items-per-message);
   (f) the coordinator's peak heap and RSS, with the coordinator in a child
       process (this program again, or --coordinator-bin).
 
