@@ -127,6 +127,7 @@ type Coordinator struct {
 	ownConn bool
 	js      jetstream.JetStream
 	stores  *topology.Handles
+	blobs   jetstream.ObjectStore // for writes: see Start
 	state   *aggregate.Store
 	limits  messages.Limits
 
@@ -243,6 +244,16 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return c.fail(err)
 	}
 	c.state = aggregate.NewStore(c.stores.Batches)
+	// Objects are written in 128 KiB chunks published async: through the
+	// main context (8,192 pending) a large aggregate would sit in memory
+	// whole while the server catches up. A small window bounds it.
+	blobJS, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(16))
+	if err != nil {
+		return c.fail(err)
+	}
+	if c.blobs, err = blobJS.ObjectStore(ctx, c.names.BlobBucket()); err != nil {
+		return c.fail(err)
+	}
 	retention := c.cfg.Topology.Retention
 	if retention == 0 {
 		retention = topology.DefaultRetention

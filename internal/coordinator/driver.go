@@ -767,7 +767,7 @@ func (d *driver) streamResults(ctx context.Context, prefix, notRun string) (*mes
 		pw.CloseWithError(aggregate.WriteOrdered(ctx, d.c.stores.Results, d.c.names, d.batch, d.st.LastSeq, d.st.Total, notRun, pw))
 	}()
 	name := prefix + d.batch + ".jsonl"
-	info, err := d.c.stores.Blobs.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
+	info, err := d.c.blobs.Put(ctx, jetstream.ObjectMeta{Name: name}, pr)
 	_ = pr.CloseWithError(err) // unblocks the writer if Put gave up
 	if err != nil {
 		return nil, fmt.Errorf("store results: %w", err)
@@ -820,7 +820,7 @@ func (d *driver) storeResults(ctx context.Context, prefix string, results []mess
 		buf = append(append(buf, line...), '\n')
 	}
 	name := prefix + d.batch + ".jsonl"
-	info, err := d.c.stores.Blobs.PutBytes(ctx, name, buf)
+	info, err := d.c.blobs.PutBytes(ctx, name, buf)
 	if err != nil {
 		return nil, fmt.Errorf("store results: %w", err)
 	}
