@@ -52,6 +52,15 @@ func (r *Results) Final(reason string) []messages.ItemResult {
 // ReadResults reads a batch's results from the results stream in stream
 // order, up to and including sequence lastSeq, into r.
 func ReadResults(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, r *Results) error {
+	return eachResult(ctx, results, n, batch, lastSeq, func(item int, res *messages.ResultMessage) error {
+		r.Add(res, item)
+		return nil
+	})
+}
+
+// eachResult calls fn with each item result of a batch in stream order, up
+// to and including sequence lastSeq (step results are skipped).
+func eachResult(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, fn func(item int, res *messages.ResultMessage) error) error {
 	if lastSeq == 0 {
 		return nil
 	}
@@ -86,10 +95,11 @@ func ReadResults(ctx context.Context, results jetstream.Stream, n messages.Names
 		}
 		if _, item, ok := n.ParseResultSubject(msg.Subject()); ok {
 			var res messages.ResultMessage
-			if json.Unmarshal(msg.Data(), &res) == nil {
-				r.Add(&res, item)
-			} else {
-				r.Add(&messages.ResultMessage{Error: "result message was not valid JSON"}, item)
+			if json.Unmarshal(msg.Data(), &res) != nil {
+				res = messages.ResultMessage{Error: "result message was not valid JSON"}
+			}
+			if err := fn(item, &res); err != nil {
+				return err
 			}
 		}
 		if meta.Sequence.Stream == lastSeq || meta.NumPending == 0 {
@@ -159,54 +169,22 @@ func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Name
 	notRun := func(i int) messages.ItemResult {
 		return messages.ItemResult{Item: i, NotRun: true, Error: "not run: " + reason}
 	}
-	if lastSeq > 0 {
-		cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects:    []string{n.ResultBatchFilter(batch)},
-			InactiveThreshold: readerIdle,
-		})
-		if err != nil {
-			return fmt.Errorf("read results of %s: %w", batch, err)
+	err := eachResult(ctx, results, n, batch, lastSeq, func(item int, res *messages.ResultMessage) error {
+		if item < next || item >= total {
+			return nil
 		}
-		it, err := cons.Messages(jetstream.PullMaxMessages(1000))
-		if err != nil {
-			return fmt.Errorf("read results of %s: %w", batch, err)
-		}
-		defer it.Stop()
-		stop := context.AfterFunc(ctx, it.Stop)
-		defer stop()
-		for {
-			msg, err := it.Next()
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return fmt.Errorf("read results of %s: %w", batch, err)
-			}
-			meta, err := msg.Metadata()
-			if err != nil {
+		early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
+		for r, ok := early[next]; ok; r, ok = early[next] {
+			if err := emit(r); err != nil {
 				return err
 			}
-			if meta.Sequence.Stream > lastSeq {
-				break
-			}
-			if _, item, ok := n.ParseResultSubject(msg.Subject()); ok && item >= next && item < total {
-				var res messages.ResultMessage
-				if json.Unmarshal(msg.Data(), &res) != nil {
-					res = messages.ResultMessage{Error: "result message was not valid JSON"}
-				}
-				early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
-				for r, ok := early[next]; ok; r, ok = early[next] {
-					if err := emit(r); err != nil {
-						return err
-					}
-					delete(early, next)
-					next++
-				}
-			}
-			if meta.Sequence.Stream == lastSeq || meta.NumPending == 0 {
-				break
-			}
+			delete(early, next)
+			next++
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for ; next < total; next++ {
 		r, ok := early[next]
