@@ -241,5 +241,29 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 			return agg, err
 		}
 	}
+	for i := range agg.Results {
+		if err := c.claimOutput(ctx, &agg.Results[i]); err != nil {
+			return agg, err
+		}
+	}
 	return agg, nil
+}
+
+// claimOutput fills an item result's Output from the object store when the
+// worker sent it by reference (claim check), so that callers see outputs
+// of any size the same way.
+func (c *Client) claimOutput(ctx context.Context, r *ItemResult) error {
+	if r.OutputRef == nil || r.Output != nil {
+		return nil
+	}
+	obs, err := c.js.ObjectStore(ctx, r.OutputRef.Bucket)
+	if err != nil {
+		return fmt.Errorf("output of item %d: object store %s: %w", r.Item, r.OutputRef.Bucket, err)
+	}
+	b, err := obs.GetBytes(ctx, r.OutputRef.Name)
+	if err != nil {
+		return fmt.Errorf("output of item %d: object %s: %w", r.Item, r.OutputRef.Name, err)
+	}
+	r.Output = b
+	return nil
 }

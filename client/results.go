@@ -39,6 +39,10 @@ func (c *Client) Results(ctx context.Context, batchID string) iter.Seq2[ItemResu
 		}
 		if agg.ResultsRef == nil {
 			for _, r := range agg.Results {
+				if err := c.claimOutput(ctx, &r); err != nil {
+					yield(ItemResult{}, err)
+					return
+				}
 				if !yield(r, nil) {
 					return
 				}
@@ -72,6 +76,9 @@ func (c *Client) streamResults(ctx context.Context, ref *messages.ObjectRef, yie
 		}
 		if err != nil {
 			return fmt.Errorf("object %s: %w", ref.Name, err)
+		}
+		if err := c.claimOutput(ctx, &r); err != nil {
+			return err
 		}
 		if !yield(r, nil) {
 			return nil

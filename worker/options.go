@@ -28,6 +28,7 @@ type config struct {
 	observer        Observer
 	limits          map[string]int
 	prefetch        int
+	claimCheck      int
 }
 
 func defaultConfig() config {
@@ -39,6 +40,7 @@ func defaultConfig() config {
 		ackWait:         30 * time.Second,
 		maxAckPending:   20_000,
 		shutdownTimeout: 30 * time.Second,
+		claimCheck:      messages.ClaimCheckBytes,
 		logger:          zerolog.Nop(),
 	}
 }
@@ -194,6 +196,20 @@ func WithActivityLimit(activity string, n int) Option {
 			c.limits = map[string]int{}
 		}
 		c.limits[activity] = n
+		return nil
+	}
+}
+
+// WithClaimCheckBytes sets the size above which a handler's output is
+// stored in the object store and its result carries a reference (default
+// 256 KiB). Inputs stored that way by the coordinator are fetched before
+// the handler runs, whatever this is: handlers never see references.
+func WithClaimCheckBytes(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return invalid("claim check bytes %d: must be at least 1", n)
+		}
+		c.claimCheck = n
 		return nil
 	}
 }

@@ -38,7 +38,9 @@ type Worker struct {
 	running   sync.WaitGroup
 	acks      chan pendingAck // settled work waiting for its results' acks
 	acksDone  chan struct{}
-	draining  atomic.Bool // set when Stop begins
+	blobsMu   sync.Mutex
+	blobs     map[string]jetstream.ObjectStore // for claim checks, by bucket
+	draining  atomic.Bool                      // set when Stop begins
 	// handlerCtx is canceled when Stop gives up waiting for handlers.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
@@ -306,7 +308,7 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg, stopHear
 	err = json.Unmarshal(msg.Data(), &wm)
 	items := wm.Items
 	if len(items) == 0 {
-		items = []messages.WorkItem{{Item: wm.Item, Input: wm.Input}}
+		items = []messages.WorkItem{{Item: wm.Item, Input: wm.Input, InputRef: wm.InputRef}}
 	}
 	if err != nil || !messages.ValidToken(wm.BatchID) || slices.ContainsFunc(items, func(it messages.WorkItem) bool { return it.Item < 0 }) {
 		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("removing a work message that cannot be read")
@@ -381,7 +383,17 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		w.cfg.observer.ItemStarted(activity, attempt)
 	}
 	start := time.Now()
-	out, err := call(ctx, h, it.Input, timeout)
+	input, err := w.claimInput(ctx, it)
+	var out json.RawMessage
+	if err == nil {
+		out, err = call(ctx, h, input, timeout)
+	}
+	if err == nil && len(out) > w.cfg.claimCheck && json.Valid(out) {
+		var ref *messages.ObjectRef
+		if ref, err = w.claimOutput(ctx, wm, it.Item, out); err == nil {
+			res.OutputRef, out = ref, nil
+		}
+	}
 	elapsed := time.Since(start)
 	res.DurationMS = float64(elapsed.Microseconds()) / 1000
 	outcome := "retried"
@@ -420,6 +432,61 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Dur("delay", delay).Msg("item will be retried")
 		return res, delay, false
 	}
+}
+
+// claimInput returns an item's input, fetched from the object store when
+// the coordinator sent a reference (claim check).
+func (w *Worker) claimInput(ctx context.Context, it messages.WorkItem) (json.RawMessage, error) {
+	if it.InputRef == nil {
+		return it.Input, nil
+	}
+	obs, err := w.objectStore(ctx, it.InputRef.Bucket)
+	if err != nil {
+		return nil, err
+	}
+	b, err := obs.GetBytes(ctx, it.InputRef.Name)
+	if err != nil {
+		return nil, fmt.Errorf("claim check: fetching input %s: %w", it.InputRef.Name, err)
+	}
+	return b, nil
+}
+
+// claimOutput stores an output too large for a result message.
+func (w *Worker) claimOutput(ctx context.Context, wm *messages.WorkMessage, item int, out json.RawMessage) (*messages.ObjectRef, error) {
+	bucket := w.names.BlobBucket()
+	obs, err := w.objectStore(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	name := messages.PayloadObject(wm.BatchID, item, "out")
+	if wm.Step != "" {
+		name = messages.PayloadObject(wm.BatchID, 0, string(wm.Step)+".out")
+	}
+	info, err := obs.PutBytes(ctx, name, out)
+	if err != nil {
+		return nil, fmt.Errorf("claim check: storing output: %w", err)
+	}
+	return &messages.ObjectRef{Bucket: bucket, Name: name, Size: info.Size}, nil
+}
+
+func (w *Worker) objectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
+	if bucket == "" {
+		bucket = w.names.BlobBucket()
+	}
+	w.blobsMu.Lock()
+	defer w.blobsMu.Unlock()
+	if obs, ok := w.blobs[bucket]; ok {
+		return obs, nil
+	}
+	obs, err := w.js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("claim check: object store %s: %w", bucket, err)
+	}
+	if w.blobs == nil {
+		w.blobs = map[string]jetstream.ObjectStore{}
+	}
+	w.blobs[bucket] = obs
+	return obs, nil
 }
 
 func backoff(ms []int64, attempt int) time.Duration {

@@ -35,6 +35,7 @@ func main() {
 	f.Duration(&cfg.CheckpointInterval, "checkpoint-interval", "FANOUT_CHECKPOINT_INTERVAL", 100*time.Millisecond, "longest time counted results stay unsaved")
 	f.Int(&cfg.CheckpointEvery, "checkpoint-every", "FANOUT_CHECKPOINT_EVERY", 1000, "most results counted between two checkpoints")
 	f.Duration(&cfg.ProgressInterval, "progress-interval", "FANOUT_PROGRESS_INTERVAL", 250*time.Millisecond, "least time between two progress events of a batch")
+	f.Int(&cfg.ClaimCheckBytes, "claim-check-bytes", "FANOUT_CLAIM_CHECK_BYTES", 256*1024, "item inputs larger than this many bytes travel through the object store instead of inside their work message")
 	f.Int(&cfg.Topology.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of every stream and bucket (3 in a NATS cluster)")
 	f.String(&storage, "storage", "FANOUT_STORAGE", "file", "JetStream storage: file or memory")
 	f.Duration(&cfg.Topology.Retention, "retention", "FANOUT_RETENTION", 7*24*time.Hour, "how long finished batches' results, aggregates and state are kept; also the longest batch timeout")

@@ -34,7 +34,7 @@ func (r *Results) Add(res *messages.ResultMessage, item int) {
 	if item < 0 || item >= len(r.items) {
 		return
 	}
-	r.items[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
+	r.items[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
 	r.have[item] = true
 }
 
@@ -173,7 +173,7 @@ func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Name
 		if item < next || item >= total {
 			return nil
 		}
-		early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, Error: res.Error}
+		early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
 		for r, ok := early[next]; ok; r, ok = early[next] {
 			if err := emit(r); err != nil {
 				return err

@@ -60,6 +60,10 @@ type Config struct {
 	// stream when they finish. Default 10,000.
 	InMemoryResults int
 
+	// ClaimCheckBytes: item inputs larger than this travel through the
+	// object store. Default messages.ClaimCheckBytes (256 KiB).
+	ClaimCheckBytes int
+
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
@@ -99,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.InMemoryResults == 0 {
 		c.InMemoryResults = 10_000
+	}
+	if c.ClaimCheckBytes == 0 {
+		c.ClaimCheckBytes = messages.ClaimCheckBytes
 	}
 	return c
 }

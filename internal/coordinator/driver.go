@@ -444,8 +444,10 @@ func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 		if err != nil {
 			return nil, err
 		}
-		data = append(data, `,"input":`...)
-		data = append(append(data, input...), '}')
+		if data, err = d.appendInput(data, item, input); err != nil {
+			return nil, err
+		}
+		data = append(data, '}')
 	} else {
 		data = append(data, `,"items":[`...)
 		for i := item; i < end; i++ {
@@ -457,7 +459,10 @@ func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 				data = append(data, ',')
 			}
 			data = strconv.AppendInt(append(data, `{"item":`...), int64(i), 10)
-			data = append(append(append(data, `,"input":`...), input...), '}')
+			if data, err = d.appendInput(data, i, input); err != nil {
+				return nil, err
+			}
+			data = append(data, '}')
 		}
 		data = append(data, "]}"...)
 	}
@@ -467,6 +472,24 @@ func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 	// stream's duplicate window.
 	msg.Header.Set(jetstream.MsgIDHeader, messages.WorkMsgID(d.batch, item))
 	return msg, nil
+}
+
+// appendInput appends ,"input":<input>, or for an input larger than the
+// claim-check threshold, stores it in the object store and appends
+// ,"input_ref":{...} instead.
+func (d *driver) appendInput(data []byte, item int, input json.RawMessage) ([]byte, error) {
+	if len(input) <= d.c.cfg.ClaimCheckBytes {
+		return append(append(data, `,"input":`...), input...), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := messages.PayloadObject(d.batch, item, "in")
+	info, err := d.c.blobs.PutBytes(ctx, name, input)
+	if err != nil {
+		return nil, fmt.Errorf("claim check of item %d: %w", item, err)
+	}
+	ref, _ := json.Marshal(messages.ObjectRef{Bucket: d.c.names.BlobBucket(), Name: name, Size: info.Size})
+	return append(append(data, `,"input_ref":`...), ref...), nil
 }
 
 // workHead is the start of every work message of a batch, up to the item

@@ -14,7 +14,7 @@ func TestWorkMessageEncoding(t *testing.T) {
 	opts := messages.Options{MaxAttempts: 4, ItemTimeout: messages.Duration(1500 * time.Millisecond),
 		Backoff: []messages.Duration{messages.Duration(time.Second), messages.Duration(30 * time.Second)}}
 	items := []json.RawMessage{json.RawMessage(`{"a":1}`), json.RawMessage(`"x"`), json.RawMessage(`null`), json.RawMessage(`[1,2]`)}
-	c := &Coordinator{names: messages.MustNames("")}
+	c := &Coordinator{names: messages.MustNames(""), cfg: Config{}.withDefaults()}
 	d := &driver{c: c, batch: "b-1", st: &messages.BatchState{Activity: "act_1", Options: opts}, items: inlineItems(items)}
 	for _, tc := range []struct{ item, end int }{{0, 1}, {2, 3}, {0, 4}, {1, 3}} {
 		msg, err := d.workMessage(tc.item, tc.end)

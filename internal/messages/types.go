@@ -2,6 +2,7 @@ package messages
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
@@ -169,6 +170,9 @@ type WorkMessage struct {
 	Item     int             `json:"item"`
 	Activity string          `json:"activity"`
 	Input    json.RawMessage `json:"input,omitempty"`
+	// InputRef replaces Input when the input is larger than the claim-check
+	// threshold: the input is that object's content.
+	InputRef *ObjectRef `json:"input_ref,omitempty"`
 	// Attempt is 1 as published; the attempt a worker is running is the
 	// JetStream delivery count of the message (see the protocol page).
 	Attempt int `json:"attempt"`
@@ -186,21 +190,25 @@ type WorkMessage struct {
 
 // WorkItem is one item of a packed work message.
 type WorkItem struct {
-	Item  int             `json:"item"`
-	Input json.RawMessage `json:"input"`
+	Item     int             `json:"item"`
+	Input    json.RawMessage `json:"input,omitempty"`
+	InputRef *ObjectRef      `json:"input_ref,omitempty"`
 }
 
 // ResultMessage is one item's result, published to Names.Result.
 type ResultMessage struct {
-	BatchID    string          `json:"batch_id"`
-	Item       int             `json:"item"`
-	Step       Step            `json:"step,omitempty"`
-	OK         bool            `json:"ok"`
-	Output     json.RawMessage `json:"output,omitempty"`
-	Error      string          `json:"error,omitempty"`
-	Attempts   int             `json:"attempts"`
-	Worker     string          `json:"worker,omitempty"`
-	DurationMS float64         `json:"duration_ms"`
+	BatchID string          `json:"batch_id"`
+	Item    int             `json:"item"`
+	Step    Step            `json:"step,omitempty"`
+	OK      bool            `json:"ok"`
+	Output  json.RawMessage `json:"output,omitempty"`
+	// OutputRef replaces Output when the output is larger than the
+	// claim-check threshold: the output is that object's content.
+	OutputRef  *ObjectRef `json:"output_ref,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	Attempts   int        `json:"attempts"`
+	Worker     string     `json:"worker,omitempty"`
+	DurationMS float64    `json:"duration_ms"`
 }
 
 // ItemResult is one item's entry in an aggregate.
@@ -208,7 +216,10 @@ type ItemResult struct {
 	Item   int             `json:"item"`
 	OK     bool            `json:"ok"`
 	Output json.RawMessage `json:"output,omitempty"`
-	Error  string          `json:"error,omitempty"`
+	// OutputRef: see ResultMessage.OutputRef. The Go client fills Output
+	// from it when it reads an aggregate.
+	OutputRef *ObjectRef `json:"output_ref,omitempty"`
+	Error     string     `json:"error,omitempty"`
 	// NotRun is true for items the batch ended without a result for
 	// (canceled, timed out, failed by policy).
 	NotRun bool `json:"not_run,omitempty"`
@@ -233,6 +244,17 @@ type Aggregate struct {
 	StartedAt  time.Time       `json:"started_at"`
 	FinishedAt time.Time       `json:"finished_at"`
 	DurationMS float64         `json:"duration_ms"`
+}
+
+// ClaimCheckBytes is the default size above which an item's input or
+// output travels through the object store (claim check) instead of inside
+// its message.
+const ClaimCheckBytes = 256 * 1024
+
+// PayloadObject is the object name of a claim-checked input ("in") or
+// output ("out") of an item.
+func PayloadObject(batch string, item int, dir string) string {
+	return fmt.Sprintf("payloads/%s/%d.%s", batch, item, dir)
 }
 
 // ObjectRef points at an object in the deployment's Object Store bucket.

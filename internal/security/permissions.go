@@ -206,6 +206,12 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	// and deletes its own key there.
 	workers := "KV_" + n.WorkersBucket()
 	work.Publish = append(work.Publish, "$KV."+n.WorkersBucket()+".>", streamInfo(workers), streamCreate(workers), api+"INFO")
+	// Claim checks: read inputs the coordinator stored, store outputs too
+	// large for a result message, in the blob object store.
+	work.Publish = append(work.Publish, "$O."+n.BlobBucket()+".>", streamInfo(s.Blobs), msgGet(s.Blobs))
+	work.Publish = append(work.Publish, directGet(s.Blobs)...)
+	work.Publish = append(work.Publish, consumerCreate(s.Blobs)...)
+	work.Publish = append(work.Publish, consumerInfo(s.Blobs), consumerDel(s.Blobs), msgNext(s.Blobs), flowControl(s.Blobs))
 	work.Subscribe = []string{o.InboxPrefix(Worker) + ".>"}
 
 	var cli Permission
