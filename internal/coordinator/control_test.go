@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/internal/testenv"
 	"github.com/fanoutdev/fanout/worker"
@@ -218,5 +220,76 @@ func TestActivityLimitAcrossWorkers(t *testing.T) {
 	}
 	if p := peak.Load(); p > 3 {
 		t.Fatalf("%d items ran at once, over the limit of 3", p)
+	}
+}
+
+// Cancel halfway through a 10,000-item batch: status canceled, the items
+// done before the cancel counted, the rest not run, and the work stream
+// holds none of its items afterwards.
+func TestCancelHalfway(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	env.Worker(nil)
+	items := make([]json.RawMessage, 10000)
+	for i := range items {
+		items[i] = json.RawMessage(`{"ms":1}`)
+	}
+	r := env.Submit(client.BatchRequest{Activity: "sleep", Items: items, Options: client.Options{MaxInFlight: 64}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	halfway := make(chan struct{})
+	var once sync.Once
+	waitErr := make(chan error, 1)
+	go func() {
+		_, err := env.Client.Wait(ctx, r.BatchID, func(p client.Progress) {
+			if p.Done >= 5000 {
+				once.Do(func() { close(halfway) })
+			}
+		})
+		waitErr <- err
+	}()
+	select {
+	case <-halfway:
+	case <-ctx.Done():
+		t.Fatal("the batch never got halfway")
+	}
+	p, err := env.Client.Cancel(ctx, r.BatchID)
+	if err != nil || p.Status != client.StatusCanceled {
+		t.Fatalf("cancel: %+v, %v", p, err)
+	}
+	if err := <-waitErr; err != nil {
+		t.Fatal(err)
+	}
+	agg := env.Wait(r.BatchID, 30*time.Second)
+	if agg.Status != client.StatusCanceled || agg.Succeeded < 5000 || agg.NotRun == 0 || agg.Succeeded+agg.Failed+agg.NotRun != 10000 {
+		t.Fatalf("aggregate %s succeeded %d failed %d not run %d", agg.Status, agg.Succeeded, agg.Failed, agg.NotRun)
+	}
+	js, _ := jetstream.New(env.Conn)
+	work, err := js.Stream(ctx, "FANOUT_WORK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := work.Info(ctx, jetstream.WithSubjectFilter("fanout.work.sleep."+r.BatchID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// In-flight items may be acked a moment later; nothing queued stays.
+	if info.State.Msgs > 64 {
+		t.Fatalf("the work stream holds %d of the batch's items after cancel", info.State.Msgs)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err = work.Info(ctx, jetstream.WithSubjectFilter("fanout.work.sleep."+r.BatchID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(info.State.Subjects) == 0 && info.State.Msgs == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the work stream still holds %d of the batch's items 10s after cancel", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the stream: no event says "acked"
 	}
 }
