@@ -56,6 +56,21 @@ compose_cmd() {
 	fi
 }
 
+# ensure_passwords gives each NATS user a password: from the environment,
+# or from .env next to the compose files, where it writes random ones for
+# those still missing (compose reads .env itself).
+ensure_passwords() {
+	local envfile="$root/.env" var pw
+	for var in FANOUT_COORDINATOR_PASSWORD FANOUT_WORKER_PASSWORD FANOUT_CLIENT_PASSWORD FANOUT_ADMIN_PASSWORD; do
+		if [ -n "${!var:-}" ] || { [ -f "$envfile" ] && grep -q "^$var=" "$envfile"; }; then
+			continue
+		fi
+		pw="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+		echo "$var=$pw" >>"$envfile"
+		log "wrote a random $var to $envfile"
+	done
+}
+
 nats_version() {
 	local v
 	v="$(go list -m -f '{{.Version}}' github.com/nats-io/nats-server/v2)" || die "cannot read the nats-server version from go.mod"
@@ -211,6 +226,11 @@ else
 	files=(-f "$root/docker-compose.yml")
 	export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-fanout}"
 fi
+
+case "$cmd" in
+build-images) ;;
+*) ensure_passwords ;;
+esac
 
 case "$cmd" in
 build-images)

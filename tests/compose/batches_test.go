@@ -24,7 +24,7 @@ func connect(t *testing.T, ports ...int) (*nats.Conn, *client.Client) {
 	for _, p := range ports {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("compose-test"),
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("compose-test"), nats.UserInfo("admin", adminPassword),
 		nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.Timeout(5*time.Second))
 	if err != nil {
 		t.Fatalf("connect to %v: %v", urls, err)

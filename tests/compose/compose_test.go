@@ -3,11 +3,13 @@ package compose
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -38,6 +40,16 @@ func TestCompose(t *testing.T) {
 		t.Fatalf("%d workers, want 3", n)
 	}
 	_, c := connect(t, ports[0])
+	// Auth is on: without credentials, or with a wrong password, NATS
+	// refuses the connection (the services run as their roles' users).
+	for _, opts := range [][]nats.Option{nil, {nats.UserInfo("worker", "wrong")}} {
+		if nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", ports[0]), append(opts, nats.MaxReconnects(0))...); err == nil {
+			nc.Close()
+			t.Fatal("NATS accepted a connection without valid credentials")
+		} else if !errors.Is(err, nats.ErrAuthorization) {
+			t.Fatalf("connecting without valid credentials: %v, want an authorization error", err)
+		}
+	}
 
 	sleepReq, sleepWant := sleepBatch(900)
 	long := submit(ctx, t, c, "sleep", sleepReq, sleepWant)

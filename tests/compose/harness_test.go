@@ -17,6 +17,9 @@ import (
 	"time"
 )
 
+// adminPassword is the compose test's password of the NATS admin user.
+var adminPassword = "test-admin-" + randomHex(6)
+
 // requireDockerEnv is the variable that turns a missing Docker into a
 // failure instead of a skip.
 const requireDockerEnv = "FANOUT_REQUIRE_DOCKER"
@@ -246,6 +249,11 @@ func newStack(t *testing.T, cluster bool, settings map[string]string) *stack {
 		// Health every second, so that waits are short.
 		"FANOUT_HEALTHCHECK_INTERVAL": "1s",
 		"FANOUT_UP_TIMEOUT":           "150",
+		// Auth is on: one user per role, and admin for the test itself.
+		"FANOUT_COORDINATOR_PASSWORD": "test-coordinator-" + randomHex(4),
+		"FANOUT_WORKER_PASSWORD":      "test-worker-" + randomHex(4),
+		"FANOUT_CLIENT_PASSWORD":      "test-client-" + randomHex(4),
+		"FANOUT_ADMIN_PASSWORD":       adminPassword,
 	}
 	for k, v := range settings {
 		set[k] = v
