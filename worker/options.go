@@ -90,8 +90,8 @@ func WithConcurrency(n int) Option {
 // server for ahead of a free slot (default: the concurrency). More keeps
 // fast items flowing. The item handed to the worker next is kept alive with
 // heartbeats while it waits for a slot, but the ones queued behind it in
-// the client are not: for items that run longer than the ack wait, keep it
-// at the concurrency or lower, or they may be delivered again.
+// the client are not: for items that run longer than the ack wait, set it
+// to 1, or items waiting while every slot is busy may be delivered again.
 func WithPrefetch(n int) Option {
 	return func(c *config) error {
 		if n < 1 {
