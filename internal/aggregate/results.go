@@ -12,11 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
-
-// readerIdle: see topology.ReaderIdle (not imported: topology would
-// import this package's users).
-const readerIdle = 10 * time.Second
 
 // Results gathers the per-item results of a batch in item order.
 type Results struct {
@@ -66,7 +63,7 @@ func eachResult(ctx context.Context, results jetstream.Stream, n messages.Names,
 	}
 	cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{n.ResultBatchFilter(batch)},
-		InactiveThreshold: readerIdle,
+		InactiveThreshold: topology.ReaderIdle,
 	})
 	if err != nil {
 		return fmt.Errorf("read results of %s: %w", batch, err)

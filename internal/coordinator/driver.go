@@ -262,7 +262,6 @@ func (d *driver) run(ctx context.Context) error {
 	stateTick := time.NewTicker(d.c.cfg.Lease / 4)
 	defer stateTick.Stop()
 
-	d.fill(ctx)
 	for {
 		if d.step != nil {
 			step, res := d.step.step, d.step.res
