@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/objects"
 )
 
 // itemReader gives a batch's items in increasing index order: from the
@@ -54,13 +55,9 @@ func (c *Coordinator) objectItems(ref *messages.ObjectRef) *itemReader {
 func (c *Coordinator) downloadItems(ref *messages.ObjectRef) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	obs, err := c.js.ObjectStore(ctx, c.bucketOf(ref))
+	src, _, err := objects.Open(ctx, c.js, c.bucketOf(ref), ref.Name)
 	if err != nil {
-		return "", fmt.Errorf("items_ref bucket %s: %w", c.bucketOf(ref), err)
-	}
-	src, err := obs.Get(ctx, ref.Name)
-	if err != nil {
-		return "", fmt.Errorf("items_ref object %s: %w", ref.Name, err)
+		return "", fmt.Errorf("items_ref object %s in bucket %s: %w", ref.Name, c.bucketOf(ref), err)
 	}
 	defer src.Close()
 	f, err := os.CreateTemp("", "fanout-items-*.jsonl")
@@ -168,14 +165,10 @@ func (r *itemReader) closeReader() {
 // countItems reads a JSON Lines items object once, checking every line,
 // and returns how many items it holds.
 func (c *Coordinator) countItems(ctx context.Context, ref *messages.ObjectRef) (int, *messages.Error) {
-	obs, err := c.js.ObjectStore(ctx, c.bucketOf(ref))
+	rc, _, err := objects.Open(ctx, c.js, c.bucketOf(ref), ref.Name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref.bucket: no object store bucket %q", c.bucketOf(ref))
-	} else if err != nil {
-		return 0, unavailable(err)
-	}
-	rc, err := obs.Get(ctx, ref.Name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
+	} else if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref.name: no object %q in bucket %s; upload the items (JSON Lines) first", ref.Name, c.bucketOf(ref))
 	} else if err != nil {
 		return 0, unavailable(err)
