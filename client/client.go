@@ -152,7 +152,7 @@ func decodeReply(data []byte, out any) error {
 	if json.Unmarshal(data, &er) == nil && er.Error != nil {
 		return er.Error
 	}
-	if err := json.Unmarshal(data, out); err != nil {
+	if err := messages.Decode(data, out); err != nil {
 		return fmt.Errorf("decode reply: %w", err)
 	}
 	return nil

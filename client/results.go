@@ -142,7 +142,7 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 
 func decodeAggregate(batchID string, data []byte) (*Aggregate, error) {
 	var agg Aggregate
-	if err := json.Unmarshal(data, &agg); err != nil {
+	if err := messages.Decode(data, &agg); err != nil {
 		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
 	}
 	return &agg, nil

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fanoutdev/fanout/internal/messages"
 )
 
 // Handler runs an activity on one item. Input is the item's JSON; the
@@ -32,14 +34,14 @@ type Middleware func(Handler) Handler
 func Typed[In, Out any](fn func(ctx context.Context, in In) (Out, error)) Handler {
 	return HandlerFunc(func(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
 		var in In
-		if err := json.Unmarshal(input, &in); err != nil {
+		if err := messages.Decode(input, &in); err != nil {
 			return nil, Permanent(fmt.Errorf("input: %w", err))
 		}
 		out, err := fn(ctx, in)
 		if err != nil {
 			return nil, err
 		}
-		return json.Marshal(out)
+		return messages.Encode(out)
 	})
 }
 

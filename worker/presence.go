@@ -154,7 +154,7 @@ func (p *presence) beat(ctx context.Context) {
 	err := p.open(ctx)
 	if err == nil {
 		v := p.static
-		v.InUse = len(p.w.slots)
+		v.InUse = int(p.w.inUse.Load())
 		v.Draining = p.w.draining.Load()
 		v.UpdatedAt = time.Now().UTC()
 		data, _ := json.Marshal(&v)

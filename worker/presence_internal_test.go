@@ -51,9 +51,7 @@ func TestPresenceExpiresAfterACrash(t *testing.T) {
 	if w.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	w.slots = make(chan struct{}, 4)
-	w.slots <- struct{}{}
-	w.slots <- struct{}{}
+	w.inUse.Store(2)
 
 	p := startPresence(w, 50*time.Millisecond, time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

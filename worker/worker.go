@@ -34,8 +34,10 @@ type Worker struct {
 
 	js        jetstream.JetStream
 	consumers []jetstream.ConsumeContext
-	slots     chan struct{}
-	running   sync.WaitGroup
+	jobs      chan job       // to the slot goroutines; a send waits for a free slot
+	inUse     atomic.Int32   // slots running a work message
+	running   sync.WaitGroup // the slot goroutines
+	runners   runners        // goroutines that run handlers (see call)
 	acks      chan pendingAck // settled work waiting for its results' acks
 	acksDone  chan struct{}
 	blobsMu   sync.Mutex
@@ -140,11 +142,16 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.slots = make(chan struct{}, w.cfg.concurrency)
 	w.acks = make(chan pendingAck, 4*w.cfg.concurrency)
 	w.acksDone = make(chan struct{})
 	go w.ackLoop()
 	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
+	w.runners = runners{jobs: make(chan func()), quit: make(chan struct{})}
+	w.jobs = make(chan job)
+	for range w.cfg.concurrency {
+		w.running.Add(1)
+		go w.slot()
+	}
 	for activity, handler := range w.handlers {
 		for i := len(w.middleware) - 1; i >= 0; i-- {
 			handler = w.middleware[i](handler)
@@ -165,7 +172,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			MaxAckPending: maxAckPending,
 		})
 		if err != nil {
-			w.stopConsumers()
+			w.abortStart()
 			return fmt.Errorf("consumer for activity %q: %w", activity, err)
 		}
 		prefetch := w.cfg.prefetch
@@ -178,7 +185,7 @@ func (w *Worker) Start(ctx context.Context) error {
 				w.log.Debug().Err(err).Str("activity", activity).Msg("consume")
 			}))
 		if err != nil {
-			w.stopConsumers()
+			w.abortStart()
 			return fmt.Errorf("consume activity %q: %w", activity, err)
 		}
 		w.consumers = append(w.consumers, cc)
@@ -188,6 +195,17 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.presence = w.startPresence(ctx)
 	w.log.Info().Strs("activities", w.Activities()).Int("concurrency", w.cfg.concurrency).Msg("worker started")
 	return nil
+}
+
+// abortStart undoes a Start that failed half way.
+func (w *Worker) abortStart() {
+	w.stopConsumers()
+	close(w.jobs)
+	w.running.Wait()
+	close(w.acks)
+	<-w.acksDone
+	close(w.runners.quit)
+	w.cancelHandler()
 }
 
 func (w *Worker) stopConsumers() {
@@ -218,10 +236,12 @@ func (w *Worker) Stop(ctx context.Context) error {
 		// shutdown timeout), its results published and acked.
 		done := make(chan struct{})
 		go func() {
-			w.stopConsumers()
+			w.stopConsumers() // no receive callback runs after this
+			close(w.jobs)
 			w.running.Wait()
 			close(w.acks) // nothing settles any more
 			<-w.acksDone
+			close(w.runners.quit)
 			close(done)
 		}()
 		timeout := time.NewTimer(w.cfg.shutdownTimeout)
@@ -267,8 +287,16 @@ func (w *Worker) Ready(ctx context.Context) error {
 	return nil
 }
 
-// receive is the consume callback of one activity: it waits for a free
-// slot, then runs the item on its own goroutine.
+// job is a delivered work message on its way to a slot.
+type job struct {
+	activity      string
+	h             Handler
+	msg           jetstream.Msg
+	stopHeartbeat func()
+}
+
+// receive is the consume callback of one activity: it hands the message to
+// a free slot, waiting for one.
 func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 	return func(msg jetstream.Msg) {
 		// The ack wait runs from delivery: keep the item while it waits for
@@ -276,21 +304,27 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 		// an attempt) while it sits here.
 		stopHeartbeat := w.heartbeat(msg)
 		select {
-		case w.slots <- struct{}{}:
+		case w.jobs <- job{activity: activity, h: h, msg: msg, stopHeartbeat: stopHeartbeat}:
 		case <-w.handlerCtx.Done():
 			// Stop gave up waiting: hand it back. Items taken before Stop
 			// began are otherwise run, not handed back: a hand-back
 			// raises the delivery count, which is the attempt number.
 			stopHeartbeat()
 			_ = msg.Nak()
-			return
 		}
-		w.running.Add(1)
-		go func() {
-			defer w.running.Done()
-			defer func() { <-w.slots }()
-			w.process(activity, h, msg, stopHeartbeat)
-		}()
+	}
+}
+
+// slot runs work messages one at a time until Stop. The slots are
+// long-lived goroutines rather than one per message: a fresh goroutine's
+// small stack had to grow for every item (JSON encoders use deep frames),
+// which was the largest CPU cost of the worker.
+func (w *Worker) slot() {
+	defer w.running.Done()
+	for j := range w.jobs {
+		w.inUse.Add(1)
+		w.process(j.activity, j.h, j.msg, j.stopHeartbeat)
+		w.inUse.Add(-1)
 	}
 }
 
@@ -305,7 +339,7 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg, stopHear
 		return
 	}
 	var wm messages.WorkMessage
-	err = json.Unmarshal(msg.Data(), &wm)
+	err = messages.Decode(msg.Data(), &wm)
 	items := wm.Items
 	if len(items) == 0 {
 		items = []messages.WorkItem{{Item: wm.Item, Input: wm.Input, InputRef: wm.InputRef}}
@@ -386,9 +420,9 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	input, err := w.claimInput(ctx, it)
 	var out json.RawMessage
 	if err == nil {
-		out, err = call(ctx, h, input, timeout)
+		out, err = w.call(ctx, h, input, timeout)
 	}
-	if err == nil && len(out) > w.cfg.claimCheck && json.Valid(out) {
+	if err == nil && len(out) > w.cfg.claimCheck && messages.Valid(out) {
 		var ref *messages.ObjectRef
 		if ref, err = w.claimOutput(ctx, wm, it.Item, out); err == nil {
 			res.OutputRef, out = ref, nil
@@ -402,7 +436,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 			w.cfg.observer.ItemFinished(activity, outcome, elapsed)
 		}
 	}()
-	if err == nil && out != nil && !json.Valid(out) {
+	if err == nil && out != nil && !messages.Valid(out) {
 		err = Permanent(errors.New("handler returned output that is not JSON"))
 	}
 	if err == nil {
@@ -499,13 +533,15 @@ func backoff(ms []int64, attempt int) time.Duration {
 
 // call runs the handler, turning a panic into an error with its stack and
 // giving up on a handler that ignores its context past the item timeout.
-func call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+// The handler runs on a runner goroutine so that a hung one can be left
+// behind; runners are reused (see slot for why).
+func (w *Worker) call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
 	type outcome struct {
 		out json.RawMessage
 		err error
 	}
 	done := make(chan outcome, 1)
-	go func() {
+	w.runners.do(func() {
 		defer func() {
 			if r := recover(); r != nil {
 				done <- outcome{err: fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())}
@@ -513,7 +549,7 @@ func call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Du
 		}()
 		out, err := h.Handle(ctx, input)
 		done <- outcome{out, err}
-	}()
+	})
 	select {
 	case o := <-done:
 		if o.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -532,6 +568,33 @@ func call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Du
 			return nil, fmt.Errorf("item timed out after %s (the handler did not return)", timeout)
 		}
 		return nil, ctx.Err()
+	}
+}
+
+// runners is a pool of goroutines that run functions: an idle one takes
+// the next function, else a new one starts. A runner stuck in a hung
+// handler is simply not idle; the rest end when quit is closed.
+type runners struct {
+	jobs chan func()
+	quit chan struct{}
+}
+
+func (r *runners) do(fn func()) {
+	select {
+	case r.jobs <- fn:
+	default:
+		go r.loop(fn)
+	}
+}
+
+func (r *runners) loop(fn func()) {
+	for {
+		fn()
+		select {
+		case fn = <-r.jobs:
+		case <-r.quit:
+			return
+		}
 	}
 }
 
@@ -645,7 +708,7 @@ func (w *Worker) resultSubject(res *messages.ResultMessage) string {
 // encodeResult encodes a result, replacing one too large for a message by
 // a failed result that says so.
 func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
-	data, err := json.Marshal(res)
+	data, err := messages.Encode(res)
 	if err != nil || int64(len(data)) > w.nc.MaxPayload()-1024 {
 		reason := fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload())
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -92,7 +91,7 @@ func eachResult(ctx context.Context, results jetstream.Stream, n messages.Names,
 		}
 		if _, item, ok := n.ParseResultSubject(msg.Subject()); ok {
 			var res messages.ResultMessage
-			if json.Unmarshal(msg.Data(), &res) != nil {
+			if messages.Decode(msg.Data(), &res) != nil {
 				res = messages.ResultMessage{Error: "result message was not valid JSON"}
 			}
 			if err := fn(item, &res); err != nil {
@@ -138,7 +137,7 @@ func LoadResults(ctx context.Context, js jetstream.JetStream, ref *messages.Obje
 	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
 	for sc.Scan() {
 		var r messages.ItemResult
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+		if err := messages.Decode(sc.Bytes(), &r); err != nil {
 			return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
 		}
 		out = append(out, r)
@@ -156,7 +155,7 @@ func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Name
 	next := 0
 	early := map[int]messages.ItemResult{}
 	emit := func(r messages.ItemResult) error {
-		line, err := json.Marshal(&r)
+		line, err := messages.Encode(&r)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ package aggregate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -42,7 +41,7 @@ func (s *Store) Get(ctx context.Context, batch string) (*messages.BatchState, ui
 		return nil, 0, fmt.Errorf("get state of %s: %w", batch, err)
 	}
 	var st messages.BatchState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
+	if err := messages.Decode(e.Value(), &st); err != nil {
 		return nil, 0, fmt.Errorf("decode state of %s: %w", batch, err)
 	}
 	return &st, e.Revision(), nil
@@ -50,7 +49,7 @@ func (s *Store) Get(ctx context.Context, batch string) (*messages.BatchState, ui
 
 // Create stores a new state; ErrExists if the batch has one.
 func (s *Store) Create(ctx context.Context, st *messages.BatchState) (uint64, error) {
-	b, err := json.Marshal(st)
+	b, err := messages.Encode(st)
 	if err != nil {
 		return 0, err
 	}
@@ -66,7 +65,7 @@ func (s *Store) Create(ctx context.Context, st *messages.BatchState) (uint64, er
 
 // Update replaces the state at revision rev; ErrConflict if it moved on.
 func (s *Store) Update(ctx context.Context, st *messages.BatchState, rev uint64) (uint64, error) {
-	b, err := json.Marshal(st)
+	b, err := messages.Encode(st)
 	if err != nil {
 		return 0, err
 	}

@@ -377,7 +377,7 @@ func (d *driver) onResult(m jetstream.Msg) {
 		return
 	}
 	var res messages.ResultMessage
-	if err := json.Unmarshal(m.Data(), &res); err != nil {
+	if err := messages.Decode(m.Data(), &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
 	}
 	if _, step, ok := d.c.names.ParseStepResult(m.Subject()); ok {
@@ -779,7 +779,7 @@ func (d *driver) aggregateJSON(ctx context.Context, notRun, prefix string, fill 
 	agg := aggregate.Build(d.st, nil, now)
 	agg.ResultsRef = ref
 	fill(agg)
-	return json.Marshal(agg)
+	return messages.Encode(agg)
 }
 
 // streamResults writes the results in item order to the object store.
@@ -813,7 +813,7 @@ func (d *driver) collectResults(ctx context.Context, notRun string) ([]messages.
 // encodeAggregate encodes an aggregate, moving its results to the object
 // store (under prefix) when it would not fit in one message.
 func (d *driver) encodeAggregate(ctx context.Context, agg *messages.Aggregate, prefix string) ([]byte, error) {
-	data, err := json.Marshal(agg)
+	data, err := messages.Encode(agg)
 	if err != nil {
 		return nil, err
 	}
@@ -823,7 +823,7 @@ func (d *driver) encodeAggregate(ctx context.Context, agg *messages.Aggregate, p
 			return nil, err
 		}
 		agg.Results, agg.ResultsRef = nil, ref
-		if data, err = json.Marshal(agg); err != nil {
+		if data, err = messages.Encode(agg); err != nil {
 			return nil, err
 		}
 	}
@@ -835,7 +835,7 @@ func (d *driver) encodeAggregate(ctx context.Context, agg *messages.Aggregate, p
 func (d *driver) storeResults(ctx context.Context, prefix string, results []messages.ItemResult) (*messages.ObjectRef, error) {
 	var buf []byte
 	for i := range results {
-		line, err := json.Marshal(&results[i])
+		line, err := messages.Encode(&results[i])
 		if err != nil {
 			return nil, err
 		}
