@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,6 +77,9 @@ type Client struct {
 	names   messages.Names
 	timeout time.Duration
 	log     zerolog.Logger
+
+	mu   sync.Mutex
+	done jetstream.Stream // see doneStream
 }
 
 // Option configures a Client.

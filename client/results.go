@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -116,28 +119,72 @@ func (c *Client) finalAggregate(ctx context.Context, batchID string) (*Aggregate
 // awaitAggregate reads a batch's aggregate from the done stream, waiting
 // for it to be published.
 func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate, error) {
-	cons, err := c.js.OrderedConsumer(ctx, c.names.DoneStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.names.Done(batchID)},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-	})
+	// Subscribe first, then look in the done stream: an aggregate
+	// published before the subscription is in the stream, one published
+	// after reaches the subscription. The server handles a connection's
+	// SUB before its next request, so nothing falls between the two. No
+	// consumer is created per wait.
+	arrived := make(chan *nats.Msg, 1)
+	sub, err := c.nc.ChanSubscribe(c.names.Done(batchID), arrived)
 	if err != nil {
 		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
 	}
-	it, err := cons.Messages()
+	defer func() { _ = sub.Unsubscribe() }()
+	// Core NATS does not redeliver what a reconnect lost: look in the
+	// stream again now and then.
+	recheck := time.NewTicker(2 * time.Second)
+	defer recheck.Stop()
+	for {
+		data, err := c.storedAggregate(ctx, batchID)
+		if err != nil {
+			return nil, err
+		}
+		if data != nil {
+			return decodeAggregate(batchID, data)
+		}
+		select {
+		case m := <-arrived:
+			return decodeAggregate(batchID, m.Data)
+		case <-recheck.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// storedAggregate returns the batch's aggregate from the done stream, or
+// nil if it is not there yet.
+func (c *Client) storedAggregate(ctx context.Context, batchID string) ([]byte, error) {
+	done, err := c.doneStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
 	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	msg, err := it.Next()
+	msg, err := done.GetLastMsgForSubject(ctx, c.names.Done(batchID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
 	}
-	return decodeAggregate(batchID, msg.Data())
+	return msg.Data, nil
+}
+
+// doneStream looks up the done stream once per client.
+func (c *Client) doneStream(ctx context.Context) (jetstream.Stream, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done != nil {
+		return c.done, nil
+	}
+	s, err := c.js.Stream(ctx, c.names.DoneStream())
+	if err != nil {
+		return nil, err
+	}
+	c.done = s
+	return s, nil
 }
 
 func decodeAggregate(batchID string, data []byte) (*Aggregate, error) {

@@ -34,10 +34,10 @@ type Worker struct {
 
 	js        jetstream.JetStream
 	consumers []jetstream.ConsumeContext
-	jobs      chan job       // to the slot goroutines; a send waits for a free slot
-	inUse     atomic.Int32   // slots running a work message
-	running   sync.WaitGroup // the slot goroutines
-	runners   runners        // goroutines that run handlers (see call)
+	jobs      chan job        // to the slot goroutines; a send waits for a free slot
+	inUse     atomic.Int32    // slots running a work message
+	running   sync.WaitGroup  // the slot goroutines
+	runners   runners         // goroutines that run handlers (see call)
 	acks      chan pendingAck // settled work waiting for its results' acks
 	acksDone  chan struct{}
 	blobsMu   sync.Mutex

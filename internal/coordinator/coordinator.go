@@ -139,6 +139,7 @@ type Coordinator struct {
 	limits  messages.Limits
 
 	activities sync.Map // activity name -> time it was last seen to exist
+	accepted   sync.Map // batch id -> *acceptedBatch, for its first driver
 
 	mu      sync.Mutex
 	drivers map[string]*driver

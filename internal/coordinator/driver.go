@@ -51,8 +51,9 @@ type driver struct {
 	progressDone int // items done at the last progress event
 	pokes        chan struct{}
 	resultsIn    chan jetstream.Msg
-	stopResults  func()      // stops reading results; safe to call twice
-	step         *stepResult // a step's result waiting to be handled
+	stopResults  func()         // stops reading results; safe to call twice
+	early        *resultsReader // started at accept, for consumeResults
+	step         *stepResult    // a step's result waiting to be handled
 	items        *itemReader
 	workHead     []byte // see workHead
 	resumedFinal bool   // the batch was final when this driver took it
@@ -95,7 +96,6 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 		c: c, batch: batch, tok: tok,
 		log:         c.log.With().Str("batch_id", batch).Logger(),
 		pokes:       make(chan struct{}, 1),
-		resultsIn:   make(chan jetstream.Msg, 1024),
 		stopResults: func() {},
 	}
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
@@ -112,6 +112,11 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 		}
 	}()
 
+	defer func() {
+		if d.early != nil { // not taken over by consumeResults
+			d.early.stop()
+		}
+	}()
 	err = d.load(ctx, meta.Sequence.Stream, meta.NumDelivered)
 	if err == nil {
 		err = d.run(ctx)
@@ -149,10 +154,17 @@ func (d *driver) heartbeat(ctx context.Context) {
 // load reads the batch state (creating it if the submitter did not get
 // that far) and takes the batch over by raising its epoch.
 func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
-	if err := json.Unmarshal(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
+	if err := messages.Decode(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
 		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
 		_ = d.tok.TermWithReason("batch request unreadable")
 		return errSettled
+	}
+	if delivered == 1 {
+		if st, rev, early := d.c.takeAccepted(ctx, d.batch, tokenSeq); st != nil {
+			st.Owner = d.c.cfg.Name // saved with the first checkpoint
+			d.st, d.rev, d.epoch, d.early = st, rev, st.Epoch, early
+			return nil
+		}
 	}
 	for {
 		st, rev, err := d.c.state.Get(ctx, d.batch)
@@ -186,7 +198,12 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 			_ = d.tok.TermWithReason("duplicate batch token")
 			return errSettled
 		}
-		st.Epoch++
+		if delivered > 1 || st.Owner != "" || st.Epoch == 0 {
+			// Fence off every earlier driver. A state without an owner
+			// on the token's first delivery was made by accept with the
+			// epoch of this, the first driver.
+			st.Epoch++
+		}
 		st.Owner = d.c.cfg.Name
 		if st.StartedAt.IsZero() {
 			st.StartedAt = time.Now().UTC()
@@ -341,34 +358,93 @@ func (d *driver) run(ctx context.Context) error {
 }
 
 // consumeResults reads the batch's results in stream order from just after
-// the checkpoint.
+// the checkpoint, with the reader started when the batch was accepted if
+// there is one.
 func (d *driver) consumeResults(ctx context.Context) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.c.names.ResultBatchFilter(d.batch)}, InactiveThreshold: topology.ReaderIdle}
-	if d.st.LastSeq > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = d.st.LastSeq + 1
-	}
-	cons, err := d.c.stores.Results.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("results consumer: %w", err)
-	}
-	stop := make(chan struct{})
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	r := d.early
+	d.early = nil
+	if r != nil {
 		select {
-		case d.resultsIn <- m:
-		case <-stop:
+		case <-r.ready:
+		case <-ctx.Done():
+			r.stop()
+			return ctx.Err()
 		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		d.log.Debug().Err(err).Msg("results consumer")
-	}))
-	if err != nil {
-		return fmt.Errorf("results consumer: %w", err)
+		if r.err != nil || d.st.LastSeq != 0 {
+			r.stop()
+			r = nil
+		}
 	}
-	d.stopResults = sync.OnceFunc(func() {
-		close(stop)
-		cc.Stop()
-	})
+	if r == nil {
+		r = d.c.readResults(d.batch, d.st.LastSeq)
+		<-r.ready
+		if r.err != nil {
+			return r.err
+		}
+	}
+	d.resultsIn, d.stopResults = r.in, r.stop
 	return nil
+}
+
+// resultsReader delivers a batch's results in stream order.
+type resultsReader struct {
+	ready chan struct{} // closed when the reader runs, or err is set
+	err   error
+	in    chan jetstream.Msg
+	stop  func() // safe to call twice
+}
+
+// readResults starts reading a batch's results after stream sequence
+// lastSeq. Creating the consumer is a slow round trip (about half a
+// millisecond here), so the accepting coordinator starts it at once.
+func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
+	r := &resultsReader{ready: make(chan struct{}), in: make(chan jetstream.Msg, 1024)}
+	stop := make(chan struct{})
+	var cc jetstream.ConsumeContext
+	var mu sync.Mutex
+	r.stop = sync.OnceFunc(func() {
+		close(stop)
+		mu.Lock()
+		defer mu.Unlock()
+		if cc != nil {
+			cc.Stop()
+		}
+	})
+	go func() {
+		defer close(r.ready)
+		ctx, cancel := context.WithTimeout(c.runCtx, 30*time.Second)
+		defer cancel()
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{c.names.ResultBatchFilter(batch)}, InactiveThreshold: topology.ReaderIdle}
+		if lastSeq > 0 {
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = lastSeq + 1
+		}
+		cons, err := c.stores.Results.OrderedConsumer(ctx, cfg)
+		if err != nil {
+			r.err = fmt.Errorf("results consumer: %w", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-stop:
+			r.err = errors.New("results reader stopped")
+			return
+		default:
+		}
+		cc, err = cons.Consume(func(m jetstream.Msg) {
+			select {
+			case r.in <- m:
+			case <-stop:
+			}
+		}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			c.log.Debug().Err(err).Str("batch_id", batch).Msg("results consumer")
+		}))
+		if err != nil {
+			r.err = fmt.Errorf("results consumer: %w", err)
+		}
+	}()
+	return r
 }
 
 func (d *driver) onResult(m jetstream.Msg) {
@@ -675,6 +751,9 @@ func (d *driver) finish(ctx context.Context, status messages.Status, reason stri
 	d.st.Status = status
 	d.st.Reason = reason
 	d.st.FinishedAt = time.Now().UTC()
+	if status == messages.StatusCompleted && d.results != nil && d.req.Reduce == nil {
+		return d.finishCompleted(ctx)
+	}
 	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
 		return err
 	}
@@ -682,6 +761,47 @@ func (d *driver) finish(ctx context.Context, status messages.Status, reason stri
 	d.log.Info().Str("status", string(status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
 		Int("total", d.st.Total).Str("reason", reason).Msg("batch finished")
 	return d.publishDone(ctx)
+}
+
+// finishCompleted is finish for a completed batch whose results are in
+// memory: its aggregate is published while the final state is saved,
+// instead of after it (a round trip off every small batch). Unlike an
+// early end, completion cannot come out differently after a crash: a
+// coordinator that resumes the batch counts the same results and finds
+// its aggregate already out.
+func (d *driver) finishCompleted(ctx context.Context) error {
+	d.st.Published = max(d.st.Published, d.published())
+	data, err := d.aggregateJSON(ctx, "batch completed", "results/", func(*messages.Aggregate) {})
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(d.c.names.Done(d.batch))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, messages.DoneMsgID(d.batch))
+	fut, pubErr := d.c.js.PublishMsgAsync(msg)
+	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
+		return err
+	}
+	d.c.cfg.Metrics.BatchFinished(string(d.st.Status))
+	d.log.Info().Str("status", string(d.st.Status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
+		Int("total", d.st.Total).Msg("batch finished")
+	if pubErr == nil {
+		select {
+		case <-fut.Ok():
+		case pubErr = <-fut.Err():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if pubErr != nil && !topology.IsDuplicateResult(pubErr) {
+		d.log.Warn().Err(pubErr).Msg("publish aggregate; retrying")
+		return d.publishDone(ctx)
+	}
+	d.publishProgress()
+	if err := d.tok.Ack(); err != nil {
+		d.log.Warn().Err(err).Msg("release batch token")
+	}
+	return nil
 }
 
 func (d *driver) retry(ctx context.Context, what string, fn func(context.Context) error) error {
