@@ -130,9 +130,13 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	// Core NATS does not redeliver what a reconnect lost: look in the
-	// stream again now and then.
-	recheck := time.NewTicker(2 * time.Second)
+	// Look in the stream again now and then: an aggregate published just
+	// before the subscription began can be routed to subscribers before
+	// it, and stored after the first look; and core NATS does not
+	// redeliver what a reconnect lost. The first looks come soon (that
+	// race is short: well under a millisecond), then every 2 s.
+	wait := 5 * time.Millisecond
+	recheck := time.NewTimer(wait)
 	defer recheck.Stop()
 	for {
 		data, err := c.storedAggregate(ctx, batchID)
@@ -146,6 +150,8 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 		case m := <-arrived:
 			return decodeAggregate(batchID, m.Data)
 		case <-recheck.C:
+			wait = min(2*wait, 2*time.Second)
+			recheck.Reset(wait)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -53,6 +53,7 @@ type driver struct {
 	resultsIn    chan jetstream.Msg
 	stopResults  func()         // stops reading results; safe to call twice
 	early        *resultsReader // started at accept, for consumeResults
+	first        *driver        // the first window, published at accept
 	step         *stepResult    // a step's result waiting to be handled
 	items        *itemReader
 	workHead     []byte // see workHead
@@ -160,9 +161,9 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 		return errSettled
 	}
 	if delivered == 1 {
-		if st, rev, early := d.c.takeAccepted(ctx, d.batch, tokenSeq); st != nil {
-			st.Owner = d.c.cfg.Name // saved with the first checkpoint
-			d.st, d.rev, d.epoch, d.early = st, rev, st.Epoch, early
+		if ab := d.c.takeAccepted(ctx, d.batch, tokenSeq); ab != nil {
+			ab.st.Owner = d.c.cfg.Name // saved with the first checkpoint
+			d.st, d.rev, d.epoch, d.early, d.first = ab.st, ab.rev, ab.st.Epoch, ab.results, ab.first
 			return nil
 		}
 	}
@@ -235,6 +236,11 @@ func (d *driver) run(ctx context.Context) error {
 		return d.finish(ctx, messages.StatusCanceled, "canceled by request")
 	}
 	d.next = st.Published
+	if f := d.first; f != nil && st.Published == 0 {
+		// Take over the first window's publishes made at accept.
+		d.next, d.pending, d.itemsErr = f.next, f.pending, f.itemsErr
+	}
+	d.first = nil
 	if st.Phase != messages.PhaseSource && st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
 		d.results = aggregate.NewResults(st.Total)
 	}

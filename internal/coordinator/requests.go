@@ -113,11 +113,11 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	ack, err := c.js.Publish(ctx, c.names.Token(req.ID), body, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		// A concurrent submit of the same id stored its token first.
-		handOff(nil, 0)
+		handOff(nil, 0, nil)
 		return c.existing(ctx, req.ID)
 	}
 	if err != nil {
-		handOff(nil, 0)
+		handOff(nil, 0, nil)
 		return nil, unavailable(err)
 	}
 	now := time.Now().UTC()
@@ -132,16 +132,19 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if req.Source != nil {
 		st.Phase = messages.PhaseSource
 	}
+	// The first window goes out while the state is being created: the
+	// token is stored, so the batch will run whatever happens now.
+	first := c.firstWindow(ctx, &req, st)
 	rev, err := c.state.Create(ctx, st)
 	if errors.Is(err, aggregate.ErrExists) {
 		// The driver got the token first and created the state.
-		handOff(nil, 0)
+		handOff(nil, 0, nil)
 		return &messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: messages.StatusRunning}, nil
 	} else if err != nil {
-		handOff(nil, 0)
+		handOff(nil, 0, nil)
 		return nil, unavailable(err)
 	}
-	handOff(st, rev)
+	handOff(st, rev, first)
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", st.Total).Msg("batch accepted")
 	return &messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: st.Status}, nil
 }
@@ -157,18 +160,19 @@ type acceptedBatch struct {
 	st      *messages.BatchState
 	rev     uint64
 	results *resultsReader // started while the batch is accepted
+	first   *driver        // the first window's publishes, or nil
 }
 
 // expectToken registers a batch about to be accepted. The returned
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
-func (c *Coordinator) expectToken(batch string) func(*messages.BatchState, uint64) {
+func (c *Coordinator) expectToken(batch string) func(*messages.BatchState, uint64, *driver) {
 	ab := &acceptedBatch{ready: make(chan struct{}), results: c.readResults(batch, 0)}
 	c.accepted.Store(batch, ab)
-	return func(st *messages.BatchState, rev uint64) {
+	return func(st *messages.BatchState, rev uint64, first *driver) {
 		if st != nil {
 			cp := *st
-			ab.st, ab.rev = &cp, rev
+			ab.st, ab.rev, ab.first = &cp, rev, first
 		}
 		close(ab.ready)
 		if st == nil {
@@ -188,23 +192,38 @@ func (c *Coordinator) expectToken(batch string) func(*messages.BatchState, uint6
 
 // takeAccepted returns the state this coordinator created for the batch
 // whose token it has for the first time, or nil.
-func (c *Coordinator) takeAccepted(ctx context.Context, batch string, tokenSeq uint64) (*messages.BatchState, uint64, *resultsReader) {
+func (c *Coordinator) takeAccepted(ctx context.Context, batch string, tokenSeq uint64) *acceptedBatch {
 	v, ok := c.accepted.LoadAndDelete(batch)
 	if !ok {
-		return nil, 0, nil
+		return nil
 	}
 	ab := v.(*acceptedBatch)
 	select {
 	case <-ab.ready:
 	case <-ctx.Done():
 		ab.results.stop()
-		return nil, 0, nil
+		return nil
 	}
 	if ab.st == nil || ab.st.TokenSeq != tokenSeq {
 		ab.results.stop()
-		return nil, 0, nil
+		return nil
 	}
-	return ab.st, ab.rev, ab.results
+	return ab
+}
+
+// firstWindow publishes the first window of a new batch with inline items,
+// as its driver would, and returns the publishes for that driver to take
+// over (see acceptedBatch). If the token goes to another coordinator, its
+// driver publishes the same messages again and the work stream drops them
+// as duplicates (same Nats-Msg-Id).
+func (c *Coordinator) firstWindow(ctx context.Context, req *messages.BatchRequest, st *messages.BatchState) *driver {
+	if req.ItemsRef != nil || req.Source != nil {
+		return nil
+	}
+	cp := *st
+	d := &driver{c: c, batch: req.ID, st: &cp, log: c.log.With().Str("batch_id", req.ID).Logger(), items: inlineItems(req.Items)}
+	d.fill(ctx)
+	return d
 }
 
 // existing describes a batch whose token is already stored. Its state may
