@@ -63,3 +63,33 @@ func TestItemWaitingForASlotKeepsAttempts(t *testing.T) {
 		}
 	}
 }
+
+// Every item a worker has taken ahead of its slots (--prefetch) is kept
+// with heartbeats, not only the next one: here one worker with one slot
+// takes four items of 1.5 s each (each longer than the 1 s ack wait), so
+// the last one waits 4.5 s in the worker. None may be delivered again:
+// with max_attempts 1 a second delivery would fail it as crashed.
+func TestItemsQueuedBehindBusySlotsKeepAttempts(t *testing.T) {
+	t.Parallel()
+	e := procs.NewEnv(t, bins)
+	e.Coordinator()
+	e.Worker("--concurrency", "1", "--prefetch", "3", "--ack-wait", "1s")
+	ctx := e.Context(60 * time.Second)
+
+	const total = 4
+	watch := e.WatchResults("e2e-queued-wait")
+	r := e.Submit(ctx, client.BatchRequest{ID: "e2e-queued-wait", Activity: "sleep", Items: sleepItems(t, total, 1500),
+		Options: client.Options{MaxAttempts: 1}})
+	agg := e.Wait(ctx, r.BatchID, nil)
+	checkExact(t, agg, r.BatchID, total, checkSlept(1500))
+	checkRecorded(t, e, r.BatchID, total)
+	runs := map[int]int{}
+	for _, s := range watch.Seen() {
+		if s.Attempts != 1 {
+			t.Errorf("item %d: result of attempt %d (%q), want every item's first attempt", s.Item, s.Attempts, s.Error)
+		}
+		if runs[s.Item]++; runs[s.Item] == 2 {
+			t.Errorf("item %d: a second result was published", s.Item)
+		}
+	}
+}

@@ -86,12 +86,11 @@ func WithConcurrency(n int) Option {
 	}
 }
 
-// WithPrefetch sets how many items of each activity the worker asks the
-// server for ahead of a free slot (default: the concurrency). More keeps
-// fast items flowing. The item handed to the worker next is kept alive with
-// heartbeats while it waits for a slot, but the ones queued behind it in
-// the client are not: for items that run longer than the ack wait, set it
-// to 1, or items waiting while every slot is busy may be delivered again.
+// WithPrefetch sets how many items of each activity the worker takes ahead
+// of a free slot (default: the concurrency). Items waiting for a slot are
+// kept with heartbeats, so they are not delivered again however long they
+// wait. More means fewer pull requests for many fast items; less spreads a
+// small batch of slow items over more workers.
 func WithPrefetch(n int) Option {
 	return func(c *config) error {
 		if n < 1 {

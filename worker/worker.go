@@ -32,17 +32,17 @@ type Worker struct {
 	middleware []Middleware
 	regErr     error
 
-	js        jetstream.JetStream
-	consumers []jetstream.ConsumeContext
-	jobs      chan job        // to the slot goroutines; a send waits for a free slot
-	inUse     atomic.Int32    // slots running a work message
-	running   sync.WaitGroup  // the slot goroutines
-	runners   runners         // goroutines that run handlers (see call)
-	acks      chan pendingAck // settled work waiting for its results' acks
-	acksDone  chan struct{}
-	blobsMu   sync.Mutex
-	blobs     map[string]jetstream.ObjectStore // for claim checks, by bucket
-	draining  atomic.Bool                      // set when Stop begins
+	js       jetstream.JetStream
+	pullers  []*puller
+	jobs     chan job        // to the slot goroutines; a send waits for a free slot
+	inUse    atomic.Int32    // slots running a work message
+	running  sync.WaitGroup  // the slot goroutines
+	runners  runners         // goroutines that run handlers (see call)
+	acks     chan pendingAck // settled work waiting for its results' acks
+	acksDone chan struct{}
+	blobsMu  sync.Mutex
+	blobs    map[string]jetstream.ObjectStore // for claim checks, by bucket
+	draining atomic.Bool                      // set when Stop begins
 	// handlerCtx is canceled when Stop gives up waiting for handlers.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
@@ -147,7 +147,14 @@ func (w *Worker) Start(ctx context.Context) error {
 	go w.ackLoop()
 	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
 	w.runners = runners{jobs: make(chan func()), quit: make(chan struct{})}
-	w.jobs = make(chan job)
+	prefetch := w.cfg.prefetch
+	if prefetch == 0 {
+		prefetch = w.cfg.concurrency
+	}
+	capacity := w.cfg.concurrency + prefetch // per activity: running plus waiting
+	// Room for every message the pullers can hold: handing one to the
+	// slots never blocks.
+	w.jobs = make(chan job, capacity*len(w.handlers))
 	for range w.cfg.concurrency {
 		w.running.Add(1)
 		go w.slot()
@@ -175,20 +182,12 @@ func (w *Worker) Start(ctx context.Context) error {
 			w.abortStart()
 			return fmt.Errorf("consumer for activity %q: %w", activity, err)
 		}
-		prefetch := w.cfg.prefetch
-		if prefetch == 0 {
-			prefetch = w.cfg.concurrency
-		}
-		cc, err := cons.Consume(w.receive(activity, handler),
-			jetstream.PullMaxMessages(prefetch),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				w.log.Debug().Err(err).Str("activity", activity).Msg("consume")
-			}))
+		p, err := w.startPuller(activity, handler, w.names.WorkStream(), cons.CachedInfo().Name, capacity, max(1, prefetch/2))
 		if err != nil {
 			w.abortStart()
 			return fmt.Errorf("consume activity %q: %w", activity, err)
 		}
-		w.consumers = append(w.consumers, cc)
+		w.pullers = append(w.pullers, p)
 	}
 	w.started = true
 	w.ready.Store(true)
@@ -208,13 +207,14 @@ func (w *Worker) abortStart() {
 	w.cancelHandler()
 }
 
+// stopConsumers stops taking work; once it returns, every message taken is
+// in the jobs channel or a slot.
 func (w *Worker) stopConsumers() {
-	for _, cc := range w.consumers {
-		cc.Drain()
+	var wg sync.WaitGroup
+	for _, p := range w.pullers {
+		wg.Go(p.stop)
 	}
-	for _, cc := range w.consumers {
-		<-cc.Closed()
-	}
+	wg.Wait()
 }
 
 // Stop drains the worker: no new items are taken; items running and items
@@ -236,7 +236,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		// shutdown timeout), its results published and acked.
 		done := make(chan struct{})
 		go func() {
-			w.stopConsumers() // no receive callback runs after this
+			w.stopConsumers() // every message taken is now in jobs or a slot
 			close(w.jobs)
 			w.running.Wait()
 			close(w.acks) // nothing settles any more
@@ -291,28 +291,9 @@ func (w *Worker) Ready(ctx context.Context) error {
 type job struct {
 	activity      string
 	h             Handler
-	msg           jetstream.Msg
+	msg           *nats.Msg
 	stopHeartbeat func()
-}
-
-// receive is the consume callback of one activity: it hands the message to
-// a free slot, waiting for one.
-func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
-	return func(msg jetstream.Msg) {
-		// The ack wait runs from delivery: keep the item while it waits for
-		// a slot, or the server would hand it to another worker (and count
-		// an attempt) while it sits here.
-		stopHeartbeat := w.heartbeat(msg)
-		select {
-		case w.jobs <- job{activity: activity, h: h, msg: msg, stopHeartbeat: stopHeartbeat}:
-		case <-w.handlerCtx.Done():
-			// Stop gave up waiting: hand it back. Items taken before Stop
-			// began are otherwise run, not handed back: a hand-back
-			// raises the delivery count, which is the attempt number.
-			stopHeartbeat()
-			_ = msg.Nak()
-		}
-	}
+	done          func() // the message is settled: its room is free
 }
 
 // slot runs work messages one at a time until Stop. The slots are
@@ -322,16 +303,26 @@ func (w *Worker) receive(activity string, h Handler) jetstream.MessageHandler {
 func (w *Worker) slot() {
 	defer w.running.Done()
 	for j := range w.jobs {
+		if w.handlerCtx.Err() != nil {
+			// Stop gave up waiting: hand it back. Items taken before Stop
+			// began are otherwise run, not handed back: a hand-back
+			// raises the delivery count, which is the attempt number.
+			j.stopHeartbeat()
+			_ = j.msg.Nak()
+			j.done()
+			continue
+		}
 		w.inUse.Add(1)
 		w.process(j.activity, j.h, j.msg, j.stopHeartbeat)
 		w.inUse.Add(-1)
+		j.done()
 	}
 }
 
 // process runs one delivery of a work message (one item, or a group of
 // items when the batch packs several per message) and settles it: results
 // published then an ack, or a nak for a retry.
-func (w *Worker) process(activity string, h Handler, msg jetstream.Msg, stopHeartbeat func()) {
+func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbeat func()) {
 	defer stopHeartbeat()
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -339,14 +330,14 @@ func (w *Worker) process(activity string, h Handler, msg jetstream.Msg, stopHear
 		return
 	}
 	var wm messages.WorkMessage
-	err = messages.Decode(msg.Data(), &wm)
+	err = messages.Decode(msg.Data, &wm)
 	items := wm.Items
 	if len(items) == 0 {
 		items = []messages.WorkItem{{Item: wm.Item, Input: wm.Input, InputRef: wm.InputRef}}
 	}
 	if err != nil || !messages.ValidToken(wm.BatchID) || slices.ContainsFunc(items, func(it messages.WorkItem) bool { return it.Item < 0 }) {
-		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("removing a work message that cannot be read")
-		_ = msg.TermWithReason("work message unreadable")
+		w.log.Error().Err(err).Str("subject", msg.Subject).Msg("removing a work message that cannot be read")
+		_ = term(msg, "work message unreadable")
 		return
 	}
 	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", items[0].Item).Logger()
@@ -600,7 +591,7 @@ func (r *runners) loop(fn func()) {
 
 // heartbeat tells the server the item is still being worked on, so that a
 // long item is not redelivered while its worker lives.
-func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
+func (w *Worker) heartbeat(msg *nats.Msg) (stop func()) {
 	every := w.cfg.ackWait / 3
 	var mu sync.Mutex
 	stopped := false
@@ -629,7 +620,7 @@ func (w *Worker) heartbeat(msg jetstream.Msg) (stop func()) {
 // recorded: the item is counted once, by its first result). The handler's
 // slot is free meanwhile: a publish round trip does not hold up the next
 // item.
-func (w *Worker) settle(msg jetstream.Msg, results []messages.ResultMessage, log zerolog.Logger) {
+func (w *Worker) settle(msg *nats.Msg, results []messages.ResultMessage, log zerolog.Logger) {
 	futures, ok := w.publishAsync(results, log)
 	if !ok {
 		log.Warn().Msg("results not published; the work will be delivered again")
@@ -640,7 +631,7 @@ func (w *Worker) settle(msg jetstream.Msg, results []messages.ResultMessage, log
 }
 
 type pendingAck struct {
-	msg     jetstream.Msg
+	msg     *nats.Msg
 	futures []jetstream.PubAckFuture
 	log     zerolog.Logger
 }

@@ -25,7 +25,7 @@ func main() {
 	f := svc.Flags
 	f.String(&cfg.Name, "name", "FANOUT_NAME", "", "this worker's name in results and logs (default: host name and a random suffix)")
 	f.Int(&cfg.Concurrency, "concurrency", "FANOUT_CONCURRENCY", 16, "items run at once by this worker")
-	f.Int(&cfg.Prefetch, "prefetch", "FANOUT_PREFETCH", 0, "items of each activity asked for ahead of a free slot (default: the concurrency; raise it for many fast items, set it to 1 for items longer than the ack wait)")
+	f.Int(&cfg.Prefetch, "prefetch", "FANOUT_PREFETCH", 0, "items of each activity taken ahead of a free slot, kept with heartbeats while they wait (default: the concurrency; raise it for many fast items, lower it for small batches of slow items)")
 	f.Duration(&cfg.AckWait, "ack-wait", "FANOUT_ACK_WAIT", 30*time.Second, "how long an item stays with a worker that stopped answering before it is delivered again")
 	f.Duration(&cfg.ShutdownTimeout, "shutdown-timeout", "FANOUT_SHUTDOWN_TIMEOUT", 30*time.Second, "on SIGTERM, how long running items may take to finish")
 	f.String(&activities, "activities", "FANOUT_ACTIVITIES", "", "comma-separated built-in activities to serve (default: all of echo, sha256, sleep)")
