@@ -757,9 +757,6 @@ func (d *driver) finish(ctx context.Context, status messages.Status, reason stri
 	d.st.Status = status
 	d.st.Reason = reason
 	d.st.FinishedAt = time.Now().UTC()
-	if status == messages.StatusCompleted && d.results != nil && d.req.Reduce == nil {
-		return d.finishCompleted(ctx)
-	}
 	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
 		return err
 	}
@@ -767,47 +764,6 @@ func (d *driver) finish(ctx context.Context, status messages.Status, reason stri
 	d.log.Info().Str("status", string(status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
 		Int("total", d.st.Total).Str("reason", reason).Msg("batch finished")
 	return d.publishDone(ctx)
-}
-
-// finishCompleted is finish for a completed batch whose results are in
-// memory: its aggregate is published while the final state is saved,
-// instead of after it (a round trip off every small batch). Unlike an
-// early end, completion cannot come out differently after a crash: a
-// coordinator that resumes the batch counts the same results and finds
-// its aggregate already out.
-func (d *driver) finishCompleted(ctx context.Context) error {
-	d.st.Published = max(d.st.Published, d.published())
-	data, err := d.aggregateJSON(ctx, "batch completed", "results/", func(*messages.Aggregate) {})
-	if err != nil {
-		return err
-	}
-	msg := nats.NewMsg(d.c.names.Done(d.batch))
-	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, messages.DoneMsgID(d.batch))
-	fut, pubErr := d.c.js.PublishMsgAsync(msg)
-	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
-		return err
-	}
-	d.c.cfg.Metrics.BatchFinished(string(d.st.Status))
-	d.log.Info().Str("status", string(d.st.Status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
-		Int("total", d.st.Total).Msg("batch finished")
-	if pubErr == nil {
-		select {
-		case <-fut.Ok():
-		case pubErr = <-fut.Err():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	if pubErr != nil && !topology.IsDuplicateResult(pubErr) {
-		d.log.Warn().Err(pubErr).Msg("publish aggregate; retrying")
-		return d.publishDone(ctx)
-	}
-	d.publishProgress()
-	if err := d.tok.Ack(); err != nil {
-		d.log.Warn().Err(err).Msg("release batch token")
-	}
-	return nil
 }
 
 func (d *driver) retry(ctx context.Context, what string, fn func(context.Context) error) error {

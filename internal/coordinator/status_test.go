@@ -138,6 +138,25 @@ func TestStatusMatchesAggregate(t *testing.T) {
 	}
 }
 
+// Once a client has the aggregate, status says the same: the final state
+// is saved before the aggregate is published. Small fast batches, where
+// nothing is checkpointed before the end, are where an aggregate could
+// overtake its state.
+func TestStatusIsFinalOnceTheAggregateIsOut(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	env.Worker(nil)
+	for range 100 {
+		r := env.Submit(client.BatchRequest{Activity: "sleep", Items: sleepItems(3, 0, nil)})
+		agg := env.Wait(r.BatchID, 30*time.Second)
+		p := status(t, env, r.BatchID)
+		if p.Status != agg.Status || p.Succeeded != agg.Succeeded || p.Done != 3 {
+			t.Fatalf("status right after the aggregate (%s, %d succeeded): %+v", agg.Status, agg.Succeeded, p)
+		}
+	}
+}
+
 // Pushed progress must not go stale: when results stop arriving for a while
 // (the batch waits on a slow item), an event with the counts reached so far
 // is published, not only the counts of the last event before the throttle.
