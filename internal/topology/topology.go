@@ -164,11 +164,23 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, update bool) (jetstream.Stream, error) {
 	return retry(ctx, func(ctx context.Context) (jetstream.Stream, error) {
 		if update {
-			return js.CreateOrUpdateStream(ctx, cfg)
+			s, err := js.CreateOrUpdateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				// Created meanwhile by another process (a worker starting
+				// with this coordinator): now it is an update.
+				return js.CreateOrUpdateStream(ctx, cfg)
+			}
+			return s, err
 		}
 		s, err := js.Stream(ctx, cfg.Name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return js.CreateOrUpdateStream(ctx, cfg)
+		if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return s, err
+		}
+		s, err = js.CreateOrUpdateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Created meanwhile by another process (a coordinator starting
+			// with this worker), with its own description: use that one.
+			return js.Stream(ctx, cfg.Name)
 		}
 		return s, err
 	})
