@@ -34,7 +34,7 @@ type Worker struct {
 
 	js       jetstream.JetStream
 	pullers  []*puller
-	jobs     chan job        // to the slot goroutines; a send waits for a free slot
+	jobs     chan job        // held messages on their way to the slot goroutines
 	inUse    atomic.Int32    // slots running a work message
 	running  sync.WaitGroup  // the slot goroutines
 	runners  runners         // goroutines that run handlers (see call)
