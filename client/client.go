@@ -132,7 +132,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 // request sends a request and decodes the reply into out, or returns the
 // coordinator's *Error.
 func (c *Client) request(ctx context.Context, subject string, body any, out any) error {
-	data, err := json.Marshal(body)
+	data, err := messages.Encode(body)
 	if err != nil {
 		return err
 	}

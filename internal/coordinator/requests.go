@@ -102,7 +102,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
-	body, err := json.Marshal(req)
+	body, err := messages.Encode(req)
 	if err != nil {
 		return nil, messages.Errorf(messages.CodeInternal, "encode batch: %v", err)
 	}

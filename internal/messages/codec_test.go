@@ -17,7 +17,7 @@ func FuzzDecodeMatchesEncodingJSON(f *testing.F) {
 		`{"batch_id":"b1","item":3,"ok":true,"output":{"sha256":"ab"},"attempts":1,"worker":"w","duration_ms":0.012}`,
 		`{"batch_id":"b1","item":3,"ok":false,"error":"boom \u003c\ud83d\ude00","attempts":2,"duration_ms":1e-7}`,
 		`{"batch_id":"b1","step":"reduce","ok":true,"output_ref":{"bucket":"B","name":"x"},"attempts":1}`,
-		`{"item":1,"item":2,"OK":true}`, `{"item":1.5}`, `{"item":"1"}`, `[]`, `null`, `{"input":}`, "{\"error\":\"\xff\"}",
+		`{"item":1,"item":2,"OK":true}`, `{"a":1,"a":2}`, `[{"x":1}, 2, "s", null, [true]]`, `[1,]`, `{"item":1.5}`, `{"item":"1"}`, `[]`, `null`, `{"input":}`, "{\"error\":\"\xff\"}",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -29,6 +29,16 @@ func FuzzDecodeMatchesEncodingJSON(f *testing.F) {
 		}
 		if gErr == nil && !reflect.DeepEqual(gw, sw) {
 			t.Fatalf("work message %q: Decode read %+v, encoding/json %+v", data, gw, sw)
+		}
+		// Requests are validated with Decode into these first (see
+		// decodeObject, decodeItems).
+		var gm, sm map[string]json.RawMessage
+		if gErr, sErr := Decode(data, &gm), json.Unmarshal(data, &sm); (gErr == nil) != (sErr == nil) || (gErr == nil && !reflect.DeepEqual(gm, sm)) {
+			t.Fatalf("object %q: Decode read %v (%v), encoding/json %v (%v)", data, gm, gErr, sm, sErr)
+		}
+		var ga, sa []json.RawMessage
+		if gErr, sErr := Decode(data, &ga), json.Unmarshal(data, &sa); (gErr == nil) != (sErr == nil) || (gErr == nil && !reflect.DeepEqual(ga, sa)) {
+			t.Fatalf("array %q: Decode read %v (%v), encoding/json %v (%v)", data, ga, gErr, sa, sErr)
 		}
 		var gr, sr ResultMessage
 		gErr, sErr = Decode(data, &gr), json.Unmarshal(data, &sr)

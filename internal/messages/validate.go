@@ -3,6 +3,7 @@ package messages
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -430,8 +431,14 @@ func decodeObject(raw []byte, what string) (map[string]json.RawMessage, *Error) 
 		}
 		return nil, Errorf(CodeInvalidRequest, "%s: must be a JSON object, got %s", what, jsonKind(trimmed))
 	}
+	// Decode is several times faster on a large batch; encoding/json
+	// words the error (FuzzDecodeMatchesEncodingJSON: both accept the same).
 	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(trimmed, &fields); err != nil {
+	if Decode(trimmed, &fields) != nil {
+		err := json.Unmarshal(trimmed, &fields)
+		if err == nil {
+			err = errors.New("invalid JSON")
+		}
 		return nil, Errorf(CodeInvalidRequest, "%s: not valid JSON: %v", what, strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return fields, nil
@@ -442,7 +449,7 @@ func decodeItems(raw json.RawMessage, items *[]json.RawMessage) error {
 	if len(trimmed) == 0 || trimmed[0] != '[' {
 		return fmt.Errorf("must be a JSON array of item inputs, got %s", jsonKind(trimmed))
 	}
-	if err := json.Unmarshal(trimmed, items); err != nil {
+	if err := Decode(trimmed, items); err != nil {
 		return fmt.Errorf("must be a JSON array of item inputs")
 	}
 	if *items == nil {
