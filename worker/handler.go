@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/fanoutdev/fanout/internal/attempt"
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
@@ -51,11 +52,10 @@ func Handle[In, Out any](w *Worker, activity string, fn func(ctx context.Context
 }
 
 // PermanentError marks a failure that retrying cannot fix: the item fails
-// at once, whatever attempts remain.
-type PermanentError struct{ Err error }
-
-func (e *PermanentError) Error() string { return e.Err.Error() }
-func (e *PermanentError) Unwrap() error { return e.Err }
+// at once, whatever attempts remain. Its field Err is the cause. (It and
+// RetryAfterError are defined where worker/workertest shares the worker's
+// rules.)
+type PermanentError = attempt.PermanentError
 
 // Permanent wraps err so that the item fails without further attempts.
 func Permanent(err error) error {
@@ -67,15 +67,7 @@ func Permanent(err error) error {
 
 // RetryAfterError asks for the next attempt after Delay instead of the
 // batch's backoff. When no attempts remain the item fails with Err.
-type RetryAfterError struct {
-	Delay time.Duration
-	Err   error
-}
-
-func (e *RetryAfterError) Error() string {
-	return fmt.Sprintf("%v (retry after %s)", e.Err, e.Delay)
-}
-func (e *RetryAfterError) Unwrap() error { return e.Err }
+type RetryAfterError = attempt.RetryAfterError
 
 // RetryAfter wraps err so that the item is retried after d.
 func RetryAfter(d time.Duration, err error) error {

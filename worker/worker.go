@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/fanoutdev/fanout/internal/attempt"
 	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -389,8 +389,8 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 // runItem runs one attempt of one item. It returns the item's result, or a
 // retry delay >= 0 when the item should run again, or abort when the worker
 // is shutting down.
-func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attempt, maxAttempts int, log zerolog.Logger) (res messages.ResultMessage, retry time.Duration, abort bool) {
-	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attempt}
+func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attemptN, maxAttempts int, log zerolog.Logger) (res messages.ResultMessage, retry time.Duration, abort bool) {
+	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attemptN}
 	timeout := time.Duration(wm.ItemTimeoutMS) * time.Millisecond
 	if timeout <= 0 {
 		timeout = messages.DefaultItemTimeout
@@ -400,18 +400,18 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	deadline, _ := ctx.Deadline()
 	ctx = WithInfo(ctx, Info{
 		BatchID: wm.BatchID, Item: it.Item, Activity: activity,
-		Attempt: attempt, MaxAttempts: maxAttempts,
+		Attempt: attemptN, MaxAttempts: maxAttempts,
 		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, it.Item), Deadline: deadline,
 		Step: string(wm.Step),
 	})
 	if w.cfg.observer != nil {
-		w.cfg.observer.ItemStarted(activity, attempt)
+		w.cfg.observer.ItemStarted(activity, attemptN)
 	}
 	start := time.Now()
 	input, err := w.claimInput(ctx, it)
 	var out json.RawMessage
 	if err == nil {
-		out, err = w.call(ctx, h, input, timeout)
+		out, err = attempt.Call(ctx, h.Handle, input, timeout, w.runners.do)
 	}
 	if err == nil && len(out) > w.cfg.claimCheck && messages.Valid(out) {
 		var ref *messages.ObjectRef
@@ -428,7 +428,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		}
 	}()
 	if err == nil && out != nil && !messages.Valid(out) {
-		err = Permanent(errors.New("handler returned output that is not JSON"))
+		err = attempt.ErrNotJSON
 	}
 	if err == nil {
 		res.OK, res.Output = true, out
@@ -438,25 +438,15 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	if w.handlerCtx.Err() != nil {
 		return res, -1, true
 	}
-	var perm *PermanentError
-	var later *RetryAfterError
-	switch {
-	case errors.As(err, &perm) || attempt >= maxAttempts:
-		res.Error = err.Error()
-		if errors.As(err, &later) {
-			res.Error = later.Err.Error() // no retry is coming
-		}
+	again, delay, recorded := attempt.Decide(err, attemptN, maxAttempts, backoff(wm.BackoffMS, attemptN))
+	if !again {
+		res.Error = recorded
 		outcome = "failed"
-		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Msg("item failed")
+		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Msg("item failed")
 		return res, -1, false
-	case errors.As(err, &later):
-		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Dur("delay", later.Delay).Msg("item will be retried")
-		return res, later.Delay, false
-	default:
-		delay := backoff(wm.BackoffMS, attempt)
-		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attempt).Dur("delay", delay).Msg("item will be retried")
-		return res, delay, false
 	}
+	log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Dur("delay", delay).Msg("item will be retried")
+	return res, delay, false
 }
 
 // claimInput returns an item's input, fetched from the object store when
@@ -520,46 +510,6 @@ func backoff(ms []int64, attempt int) time.Duration {
 	}
 	i := min(max(attempt, 1), len(ms)) - 1
 	return time.Duration(ms[i]) * time.Millisecond
-}
-
-// call runs the handler, turning a panic into an error with its stack and
-// giving up on a handler that ignores its context past the item timeout.
-// The handler runs on a runner goroutine so that a hung one can be left
-// behind; runners are reused (see slot for why).
-func (w *Worker) call(ctx context.Context, h Handler, input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
-	type outcome struct {
-		out json.RawMessage
-		err error
-	}
-	done := make(chan outcome, 1)
-	w.runners.do(func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- outcome{err: fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())}
-			}
-		}()
-		out, err := h.Handle(ctx, input)
-		done <- outcome{out, err}
-	})
-	select {
-	case o := <-done:
-		if o.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("item timed out after %s: %w", timeout, o.err)
-		}
-		return o.out, o.err
-	case <-ctx.Done():
-		select {
-		case o := <-done: // the handler returned as its context ended
-			if o.err == nil {
-				return o.out, nil
-			}
-		default:
-		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("item timed out after %s (the handler did not return)", timeout)
-		}
-		return nil, ctx.Err()
-	}
 }
 
 // runners is a pool of goroutines that run functions: an idle one takes

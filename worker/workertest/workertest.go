@@ -18,9 +18,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
+	"github.com/fanoutdev/fanout/internal/attempt"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/worker"
 )
@@ -200,10 +200,10 @@ func Run(ctx context.Context, h worker.Handler, input any, opts ...Option) (*Res
 	runCtx = worker.WithInfo(runCtx, info)
 
 	start := time.Now()
-	out, err := call(runCtx, h, in, cfg.itemTimeout)
+	out, err := attempt.Call(runCtx, h.Handle, in, cfg.itemTimeout, nil)
 	res := &Result{Info: info, Duration: time.Since(start)}
 	if err == nil && out != nil && !json.Valid(out) {
-		err = worker.Permanent(errors.New("handler returned output that is not JSON"))
+		err = attempt.ErrNotJSON
 	}
 	if err == nil {
 		res.Outcome, res.Output = Succeeded, out
@@ -213,18 +213,11 @@ func Run(ctx context.Context, h worker.Handler, input any, opts ...Option) (*Res
 		return nil, ctx.Err()
 	}
 	res.Err = err
-	var perm *worker.PermanentError
-	var later *worker.RetryAfterError
-	switch {
-	case errors.As(err, &perm) || info.Attempt >= info.MaxAttempts:
-		res.Outcome, res.Recorded = Failed, err.Error()
-		if errors.As(err, &later) {
-			res.Recorded = later.Err.Error() // no retry is coming
-		}
-	case errors.As(err, &later):
-		res.Outcome, res.Delay = Retried, later.Delay
-	default:
-		res.Outcome, res.Delay = Retried, backoff(cfg.backoff, info.Attempt)
+	again, delay, recorded := attempt.Decide(err, info.Attempt, info.MaxAttempts, backoff(cfg.backoff, info.Attempt))
+	if again {
+		res.Outcome, res.Delay = Retried, delay
+	} else {
+		res.Outcome, res.Recorded = Failed, recorded
 	}
 	return res, err
 }
@@ -269,43 +262,4 @@ func backoff(ds []time.Duration, attempt int) time.Duration {
 		return 0
 	}
 	return ds[min(max(attempt, 1), len(ds))-1]
-}
-
-// call runs the handler as the worker does: a panic becomes an error with
-// its stack, and a handler that ignores its context past the item timeout
-// is given up on (its goroutine is left to end by itself).
-func call(ctx context.Context, h worker.Handler, input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
-	type outcome struct {
-		out json.RawMessage
-		err error
-	}
-	done := make(chan outcome, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- outcome{err: fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())}
-			}
-		}()
-		out, err := h.Handle(ctx, input)
-		done <- outcome{out, err}
-	}()
-	select {
-	case o := <-done:
-		if o.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("item timed out after %s: %w", timeout, o.err)
-		}
-		return o.out, o.err
-	case <-ctx.Done():
-		select {
-		case o := <-done:
-			if o.err == nil {
-				return o.out, nil
-			}
-		default:
-		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return nil, fmt.Errorf("item timed out after %s (the handler did not return)", timeout)
-		}
-		return nil, ctx.Err()
-	}
 }
