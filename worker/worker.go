@@ -37,7 +37,7 @@ type Worker struct {
 	jobs     chan job        // held messages on their way to the slot goroutines
 	inUse    atomic.Int32    // slots running a work message
 	running  sync.WaitGroup  // the slot goroutines
-	runners  runners         // goroutines that run handlers (see call)
+	runners  runners         // goroutines that run handlers (attempt.Call)
 	acks     chan pendingAck // settled work waiting for its results' acks
 	acksDone chan struct{}
 	blobsMu  sync.Mutex
@@ -512,9 +512,10 @@ func backoff(ms []int64, attempt int) time.Duration {
 	return time.Duration(ms[i]) * time.Millisecond
 }
 
-// runners is a pool of goroutines that run functions: an idle one takes
-// the next function, else a new one starts. A runner stuck in a hung
-// handler is simply not idle; the rest end when quit is closed.
+// runners is a pool of goroutines that run handlers for attempt.Call: an
+// idle one takes the next, else a new one starts. Reused goroutines keep
+// their grown stacks (see slot). A runner stuck in a hung handler is simply
+// not idle; the rest end when quit is closed.
 type runners struct {
 	jobs chan func()
 	quit chan struct{}
