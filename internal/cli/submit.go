@@ -34,7 +34,7 @@ func (o *optionFlags) register(cmd *cobra.Command) {
 	fs.IntVar(&o.maxAttempts, "max-attempts", 0, "attempts per item, the first included (default 3)")
 	fs.StringVar(&o.backoff, "backoff", "", "delays before the 2nd, 3rd, ... attempt, comma separated; the last repeats (default 1s,5s,30s)")
 	fs.DurationVar(&o.itemTimeout, "item-timeout", 0, "longest run of one attempt (default 5m)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "deadline of the whole batch; it then ends timed_out (default none)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "deadline of the whole batch; it then ends timed_out (default: the coordinator's --default-timeout, by default its retention)")
 	fs.StringVar(&o.failurePolicy, "failure-policy", "", "continue (failed items are results) or fail_fast (the first failure ends the batch) (default continue)")
 	fs.IntVar(&o.toleratedFailures, "tolerated-failures", 0, "end the batch failed when more items than this fail")
 	fs.Float64Var(&o.toleratedPercent, "tolerated-failure-percent", 0, "end the batch failed when more than this percent of its items fail")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/client"
+	"github.com/fanoutdev/fanout/internal/coordinator"
 	"github.com/fanoutdev/fanout/internal/testenv"
 	"github.com/fanoutdev/fanout/worker"
 )
@@ -291,5 +293,34 @@ func TestCancelHalfway(t *testing.T) {
 			t.Fatalf("the work stream still holds %d of the batch's items 10s after cancel", info.State.Msgs)
 		}
 		time.Sleep(50 * time.Millisecond) // polling the stream: no event says "acked"
+	}
+}
+
+// A batch that sets no timeout gets the coordinator's default (by default
+// the retention, past which its results would expire uncounted): it ends
+// timed_out instead of running forever, and status shows the timeout it
+// got.
+func TestDefaultTimeout(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(func(c *coordinator.Config) { c.DefaultTimeout = 500 * time.Millisecond })
+	env.Worker(nil)
+
+	r := env.Submit(client.BatchRequest{Activity: "sleep", Items: sleepItems(2, 3000, nil)})
+	if p := status(t, env, r.BatchID); p.Options == nil || p.Options.Timeout != client.Duration(500*time.Millisecond) {
+		t.Fatalf("options of a batch without a timeout: %+v", p.Options)
+	}
+	agg := env.Wait(r.BatchID, 30*time.Second)
+	if agg.Status != client.StatusTimedOut || !strings.Contains(agg.Reason, "500ms") {
+		t.Fatalf("status %s (%s), want timed_out after the default 500ms", agg.Status, agg.Reason)
+	}
+
+	// An explicit timeout still wins.
+	r = env.Submit(client.BatchRequest{Activity: "sleep", Items: sleepItems(1, 1, nil), Options: client.Options{Timeout: client.Duration(time.Minute)}})
+	if p := status(t, env, r.BatchID); p.Options == nil || p.Options.Timeout != client.Duration(time.Minute) {
+		t.Fatalf("options of a batch with a timeout: %+v", p.Options)
+	}
+	if agg := env.Wait(r.BatchID, 30*time.Second); agg.Status != client.StatusCompleted {
+		t.Fatalf("status %s (%s), want completed", agg.Status, agg.Reason)
 	}
 }

@@ -64,6 +64,12 @@ type Config struct {
 	// object store. Default messages.ClaimCheckBytes (256 KiB).
 	ClaimCheckBytes int
 
+	// DefaultTimeout is the timeout of a batch that sets none. Default:
+	// the retention, the longest a batch can run and still be counted
+	// exactly (its results and state expire after it). At most the
+	// retention.
+	DefaultTimeout time.Duration
+
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
@@ -110,6 +116,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+func (c Config) retention() time.Duration {
+	if c.Topology.Retention == 0 {
+		return topology.DefaultRetention
+	}
+	return c.Topology.Retention
+}
+
 func (c Config) validate() error {
 	switch {
 	case c.Lease < 100*time.Millisecond:
@@ -120,6 +133,10 @@ func (c Config) validate() error {
 		return fmt.Errorf("max items %d: must be at least 1", c.MaxItems)
 	case c.CheckpointInterval < time.Millisecond || c.CheckpointEvery < 1:
 		return fmt.Errorf("checkpoint interval %s / every %d: must be positive", c.CheckpointInterval, c.CheckpointEvery)
+	case c.DefaultTimeout < 0 || (c.DefaultTimeout > 0 && c.DefaultTimeout < time.Millisecond):
+		return fmt.Errorf("default timeout %s: must be at least 1ms (or 0 for the retention)", c.DefaultTimeout)
+	case c.DefaultTimeout > c.retention():
+		return fmt.Errorf("default timeout %s: must not exceed the retention of %s", c.DefaultTimeout, c.retention())
 	}
 	return nil
 }
@@ -262,11 +279,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.blobs, err = blobJS.ObjectStore(ctx, c.names.BlobBucket()); err != nil {
 		return c.fail(err)
 	}
-	retention := c.cfg.Topology.Retention
-	if retention == 0 {
-		retention = topology.DefaultRetention
-	}
-	c.limits = messages.Limits{MaxItems: c.cfg.MaxItems, MaxTimeout: retention}
+	c.limits = messages.Limits{MaxItems: c.cfg.MaxItems, MaxTimeout: c.cfg.retention()}
 
 	tokens, err := c.stores.Control.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable:       c.names.CoordinatorConsumer(),

@@ -99,6 +99,13 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 			return nil, e
 		}
 	}
+	if req.Options.Timeout == 0 {
+		// A batch must end within the retention to be counted exactly.
+		req.Options.Timeout = messages.Duration(c.cfg.DefaultTimeout)
+		if req.Options.Timeout == 0 {
+			req.Options.Timeout = messages.Duration(c.cfg.retention())
+		}
+	}
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
