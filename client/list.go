@@ -25,21 +25,6 @@ import (
 // or an administrator's is. Memory is bounded by limit, not by the number
 // of batches.
 func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	bucket := c.names.BatchesBucket()
-	kv, err := c.js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil // no coordinator has run here yet
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open bucket %s (listing batches needs read access to it): %w", bucket, err)
-	}
-	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", bucket, err)
-	}
-	defer func() { _ = watch.Stop() }()
 	newestFirst := func(a, b Progress) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
@@ -57,29 +42,56 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 		}
 	}
 	now := time.Now()
+	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", func(v []byte) {
+		var st messages.BatchState
+		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
+			return
+		}
+		p := st.Progress(now)
+		opts := st.Options
+		p.Options = &opts
+		out = append(out, p)
+		if limit > 0 && len(out) >= 2*limit+64 {
+			trim()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	trim()
+	return out, nil
+}
+
+// eachValue calls fn with every current value of a KV bucket (none if the
+// bucket does not exist yet), reading them with one watch. openHint is
+// added to the error of opening the bucket.
+func (c *Client) eachValue(ctx context.Context, bucket, openHint string, fn func([]byte)) error {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	kv, err := c.js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil // nothing has written here yet
+	}
+	if err != nil {
+		return fmt.Errorf("open bucket %s%s: %w", bucket, openHint, err)
+	}
+	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read bucket %s: %w", bucket, err)
+	}
+	defer func() { _ = watch.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
+			return fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
 		case e, ok := <-watch.Updates():
 			if !ok {
-				return nil, fmt.Errorf("read bucket %s: the watch ended early", bucket)
+				return fmt.Errorf("read bucket %s: the watch ended early", bucket)
 			}
 			if e == nil { // every current value has been delivered
-				trim()
-				return out, nil
+				return nil
 			}
-			var st messages.BatchState
-			if json.Unmarshal(e.Value(), &st) != nil || st.BatchID == "" {
-				continue
-			}
-			p := st.Progress(now)
-			opts := st.Options
-			p.Options = &opts
-			out = append(out, p)
-			if limit > 0 && len(out) >= 2*limit+64 {
-				trim()
-			}
+			fn(e.Value())
 		}
 	}
 }
