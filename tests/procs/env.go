@@ -340,7 +340,7 @@ type SeenResult struct {
 func (e *Env) WatchResults(batchID string) *ResultWatch {
 	e.T.Helper()
 	w := &ResultWatch{changed: make(chan struct{})}
-	sub, err := e.Conn.Subscribe(e.Names.ResultBatchFilter(batchID), func(m *nats.Msg) {
+	w.sub = e.subscribeAll(e.Names.ResultBatchFilter(batchID), func(m *nats.Msg) {
 		r := SeenResult{At: time.Now()}
 		if json.Unmarshal(m.Data, &r.ResultMessage) != nil {
 			return
@@ -351,8 +351,17 @@ func (e *Env) WatchResults(batchID string) *ResultWatch {
 		w.changed = make(chan struct{})
 		w.mu.Unlock()
 	})
+	return w
+}
+
+// subscribeAll subscribes to subject without a pending limit (a test must
+// not lose results to a slow consumer), is registered at the server when
+// it returns, and unsubscribes when the test ends.
+func (e *Env) subscribeAll(subject string, fn nats.MsgHandler) *nats.Subscription {
+	e.T.Helper()
+	sub, err := e.Conn.Subscribe(subject, fn)
 	if err != nil {
-		e.T.Fatalf("subscribe to results: %v", err)
+		e.T.Fatalf("subscribe to %s: %v", subject, err)
 	}
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		e.T.Fatal(err)
@@ -360,9 +369,8 @@ func (e *Env) WatchResults(batchID string) *ResultWatch {
 	if err := e.Conn.Flush(); err != nil {
 		e.T.Fatal(err)
 	}
-	w.sub = sub
 	e.T.Cleanup(func() { _ = sub.Unsubscribe() })
-	return w
+	return sub
 }
 
 // Seen returns the results seen so far, in the order they arrived.

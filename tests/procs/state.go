@@ -106,7 +106,7 @@ type ResultCounter struct {
 func (e *Env) CountResults() *ResultCounter {
 	e.T.Helper()
 	c := &ResultCounter{names: e.Names, seen: map[string]map[int]bool{}, changed: make(chan struct{})}
-	sub, err := e.Conn.Subscribe(e.Names.ResultAll(), func(m *nats.Msg) {
+	c.sub = e.subscribeAll(e.Names.ResultAll(), func(m *nats.Msg) {
 		batch, item, ok := c.names.ParseResultSubject(m.Subject)
 		if !ok {
 			return
@@ -126,17 +126,6 @@ func (e *Env) CountResults() *ResultCounter {
 		close(c.changed)
 		c.changed = make(chan struct{})
 	})
-	if err != nil {
-		e.T.Fatalf("subscribe to results: %v", err)
-	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		e.T.Fatal(err)
-	}
-	if err := e.Conn.Flush(); err != nil {
-		e.T.Fatal(err)
-	}
-	c.sub = sub
-	e.T.Cleanup(func() { _ = sub.Unsubscribe() })
 	return c
 }
 
