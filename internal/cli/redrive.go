@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/fanoutdev/fanout/client"
 )
 
 func newRedriveCmd(g *globals) *cobra.Command {
@@ -36,17 +34,7 @@ fanout submit does. --id makes the redrive idempotent.`,
 			if err != nil {
 				return exitError(err)
 			}
-			if !wait {
-				if wf.json {
-					return writeJSON(g.out, r)
-				}
-				fmt.Fprintln(g.out, r.BatchID)
-				return nil
-			}
-			if !wf.quiet && !wf.json {
-				fmt.Fprintf(g.errOut, "batch %s: %d items of %s again\n", r.BatchID, r.Total, args[0])
-			}
-			return g.wait(ctx, c, &client.Progress{BatchID: r.BatchID, Status: r.Status, Total: r.Total}, wf)
+			return g.submitted(ctx, c, r, "", wait, wf, fmt.Sprintf("batch %s: %d items of %s again", r.BatchID, r.Total, args[0]))
 		},
 	}
 	batchIDArg(cmd)

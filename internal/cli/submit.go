@@ -158,17 +158,7 @@ idempotent: the same id again returns the batch already submitted.`,
 			if r.Existing {
 				fmt.Fprintf(g.errOut, "fanout: batch %s already existed (same --id); this is that batch, %s\n", r.BatchID, r.Status)
 			}
-			if !wait {
-				if wf.json {
-					return writeJSON(g.out, r)
-				}
-				fmt.Fprintln(g.out, r.BatchID)
-				return nil
-			}
-			if !wf.quiet && !wf.json {
-				fmt.Fprintf(g.errOut, "batch %s: %d %s items\n", r.BatchID, r.Total, req.Activity)
-			}
-			return g.wait(ctx, c, &client.Progress{BatchID: r.BatchID, Activity: req.Activity, Status: r.Status, Total: r.Total}, wf)
+			return g.submitted(ctx, c, r, req.Activity, wait, wf, fmt.Sprintf("batch %s: %d %s items", r.BatchID, r.Total, req.Activity))
 		},
 	}
 	fs := cmd.Flags()

@@ -59,6 +59,23 @@ or the batch ended otherwise than completed.`,
 
 // wait shows a batch's progress from its state st until it ends, prints
 // its aggregate, and returns the batch's exit status.
+// submitted ends submit and redrive: without --wait it prints the new
+// batch's id (its reply with --json); with --wait it says what started
+// (headline, on stderr) and waits for the batch like watch.
+func (g *globals) submitted(ctx context.Context, c *client.Client, r *client.SubmitReply, activity string, wait bool, wf waitFlags, headline string) error {
+	if !wait {
+		if wf.json {
+			return writeJSON(g.out, r)
+		}
+		fmt.Fprintln(g.out, r.BatchID)
+		return nil
+	}
+	if !wf.quiet && !wf.json {
+		fmt.Fprintln(g.errOut, headline)
+	}
+	return g.wait(ctx, c, &client.Progress{BatchID: r.BatchID, Activity: activity, Status: r.Status, Total: r.Total}, wf)
+}
+
 func (g *globals) wait(ctx context.Context, c *client.Client, st *client.Progress, f waitFlags) error {
 	var view *batchProgress
 	onProgress := func(client.Progress) {}
