@@ -47,10 +47,7 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
 			return
 		}
-		p := st.Progress(now)
-		opts := st.Options
-		p.Options = &opts
-		out = append(out, p)
+		out = append(out, st.ProgressWithOptions(now))
 		if limit > 0 && len(out) >= 2*limit+64 {
 			trim()
 		}

@@ -285,7 +285,7 @@ func (c *Coordinator) handleStatus(m *nats.Msg) {
 		c.replyError(m, unavailable(err))
 		return
 	}
-	c.reply(m, progressWithOptions(st))
+	c.reply(m, st.ProgressWithOptions(time.Now()))
 }
 
 // handleCancel marks the batch for cancellation, tells its driver, and
@@ -383,14 +383,7 @@ func (c *Coordinator) handleUpdate(m *nats.Msg) {
 	}
 	_ = c.nc.Publish(c.names.Poke(u.BatchID), nil)
 	c.log.Info().Str("batch_id", u.BatchID).Msg("batch options updated")
-	c.reply(m, progressWithOptions(st))
-}
-
-func progressWithOptions(st *messages.BatchState) messages.Progress {
-	p := st.Progress(time.Now())
-	o := st.Options
-	p.Options = &o
-	return p
+	c.reply(m, st.ProgressWithOptions(time.Now()))
 }
 
 // handleRedrive submits a new batch made of the failed (and not run) items

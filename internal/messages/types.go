@@ -324,6 +324,15 @@ type BatchState struct {
 	FinishedAt      time.Time `json:"finished_at,omitempty"`
 }
 
+// ProgressWithOptions is Progress with the batch's options, as status
+// replies and listings show it.
+func (s *BatchState) ProgressWithOptions(now time.Time) Progress {
+	p := s.Progress(now)
+	o := s.Options
+	p.Options = &o
+	return p
+}
+
 // Progress derives the progress view of a state.
 func (s *BatchState) Progress(now time.Time) Progress {
 	done := s.Succeeded + s.Failed
