@@ -18,14 +18,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // fetchWait bounds the wait for one chunk.
 const fetchWait = 30 * time.Second
-
-// readerIdle is how long the server keeps the chunk reader of an abandoned
-// read.
-const readerIdle = 10 * time.Second
 
 // Open returns the object's info and a reader of its bytes. The reader
 // checks the object's size and SHA-256 digest at its end: a mismatch is an
@@ -63,7 +61,7 @@ func read(ctx context.Context, js jetstream.JetStream, info *jetstream.ObjectInf
 	}
 	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{"$O." + info.Bucket + ".C." + info.NUID},
-		InactiveThreshold: readerIdle,
+		InactiveThreshold: topology.ReaderIdle, // an abandoned read's reader goes soon
 	})
 	if err != nil {
 		return nil, nil, err
