@@ -357,6 +357,19 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 		w.settle(msg, results, log)
 		return
 	}
+	if len(items) > 1 && wm.Unpack && meta.NumDelivered > 1 {
+		// A group the coordinator packed on its own, delivered again: its
+		// last delivery was lost or asked for a retry. Rather than run the
+		// group again (an item that crashes its worker would take the
+		// others down with it, attempt after attempt), ask the coordinator
+		// to send each item still without a result on its own.
+		log.Debug().Int("attempt", attempt).Msg("asking to unpack a group delivered again")
+		w.settle(msg, []messages.ResultMessage{{
+			BatchID: wm.BatchID, Item: wm.Item, Worker: w.cfg.name, Attempts: attempt - 1,
+			Unpack: &messages.UnpackRequest{Attempt: attempt},
+		}}, log)
+		return
+	}
 
 	retry := time.Duration(-1)
 	for _, it := range items {
@@ -641,6 +654,9 @@ func (w *Worker) awaitStored(futures []jetstream.PubAckFuture, log zerolog.Logge
 }
 
 func (w *Worker) resultSubject(res *messages.ResultMessage) string {
+	if res.Unpack != nil {
+		return w.names.UnpackRequest(res.BatchID, res.Item)
+	}
 	if res.Step != "" {
 		return w.names.StepResult(res.BatchID, res.Step)
 	}

@@ -34,6 +34,9 @@ func (r *Results) Add(res *messages.ResultMessage, item int) {
 	r.have[item] = true
 }
 
+// Has reports whether an item's result was added.
+func (r *Results) Has(item int) bool { return item >= 0 && item < len(r.have) && r.have[item] }
+
 // Final returns all results in item order; items without a result are
 // marked not run with the given reason.
 func (r *Results) Final(reason string) []messages.ItemResult {

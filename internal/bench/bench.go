@@ -390,7 +390,9 @@ func runThroughput(ctx context.Context, cfg Config, srv *benchServer, rep *Repor
 		for i, n := range cfg.Sizes {
 			row := &rows[i]
 			payloads := rawPayloads(n, cfg.ItemSize)
+			v0 := srv.msgCounts()
 			wall, cpu, err := rawThroughput(ctx, srv.url, cfg, false, payloads)
+			srv.logCounts("raw", v0, n, logf)
 			if err != nil {
 				return fmt.Errorf("raw round trip, %d items: %w", n, err)
 			}
@@ -416,7 +418,9 @@ func runThroughput(ctx context.Context, cfg Config, srv *benchServer, rep *Repor
 					return err
 				}
 			}
+			v1 := srv.msgCounts()
 			br, err := dep.batch(ctx, items, batchOptions(cfg), cfg.Phases)
+			srv.logCounts("fanout", v1, n, logf)
 			if stopProfile != nil {
 				if perr := stopProfile(); perr != nil && err == nil {
 					err = perr
@@ -518,7 +522,9 @@ func runBatching(ctx context.Context, cfg Config, srv *benchServer, rep *Report,
 		}
 		defer dep.stop()
 		n := slices.Max(cfg.Sizes)
+		v := srv.msgCounts()
 		br, err := dep.batch(ctx, makeItems(n, cfg.ItemSize), opts, false)
+		srv.logCounts(fmt.Sprintf("fanout, %d items per message", cfg.ItemsPerMessage), v, n, logf)
 		if err != nil {
 			return fmt.Errorf("fanout with items_per_message %d, %d items: %w", cfg.ItemsPerMessage, n, err)
 		}

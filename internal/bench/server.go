@@ -67,3 +67,20 @@ func (s *benchServer) stop() {
 		os.RemoveAll(s.tempDir)
 	}
 }
+
+// msgCounts are the server's message and byte counters (every client,
+// JetStream's internal ones included).
+type msgCounts struct{ in, out, inB, outB int64 }
+
+func (s *benchServer) msgCounts() msgCounts {
+	v, _ := s.Varz(nil)
+	return msgCounts{v.InMsgs, v.OutMsgs, v.InBytes, v.OutBytes}
+}
+
+// logCounts logs what the server moved per item since a: the measure of
+// how many messages each design costs an item, which CPU time follows.
+func (s *benchServer) logCounts(what string, a msgCounts, n int, logf func(string, ...any)) {
+	b := s.msgCounts()
+	f := float64(n)
+	logf("%s: server in %.2f msgs/item (%.0f B), out %.2f msgs/item (%.0f B)", what, float64(b.in-a.in)/f, float64(b.inB-a.inB)/f, float64(b.out-a.out)/f, float64(b.outB-a.outB)/f)
+}

@@ -70,6 +70,12 @@ type Config struct {
 	// retention.
 	DefaultTimeout time.Duration
 
+	// AutoPack is the largest group auto packing makes: a batch that does
+	// not set items_per_message has its items packed this many per work
+	// message once its results show they are fast (see packing.go).
+	// Default 16; 1 turns auto packing off.
+	AutoPack int
+
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
@@ -113,6 +119,9 @@ func (c Config) withDefaults() Config {
 	if c.ClaimCheckBytes == 0 {
 		c.ClaimCheckBytes = messages.ClaimCheckBytes
 	}
+	if c.AutoPack == 0 {
+		c.AutoPack = DefaultAutoPack
+	}
 	return c
 }
 
@@ -133,6 +142,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("max items %d: must be at least 1", c.MaxItems)
 	case c.CheckpointInterval < time.Millisecond || c.CheckpointEvery < 1:
 		return fmt.Errorf("checkpoint interval %s / every %d: must be positive", c.CheckpointInterval, c.CheckpointEvery)
+	case c.AutoPack < 1 || c.AutoPack > messages.MaxItemsPerMessage:
+		return fmt.Errorf("auto pack %d: must be 1 (off) to %d", c.AutoPack, messages.MaxItemsPerMessage)
 	case c.DefaultTimeout < 0 || (c.DefaultTimeout > 0 && c.DefaultTimeout < time.Millisecond):
 		return fmt.Errorf("default timeout %s: must be at least 1ms (or 0 for the retention)", c.DefaultTimeout)
 	case c.DefaultTimeout > c.retention():

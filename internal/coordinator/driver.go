@@ -59,6 +59,13 @@ type driver struct {
 	workHead     []byte // see workHead
 	resumedFinal bool   // the batch was final when this driver took it
 	itemsErr     error  // the items cannot be read: the batch fails
+
+	// Auto packing (packing.go): handler times of the first results, and
+	// unpack requests waiting to be handled.
+	packDecided bool
+	sampled     int
+	sampledMS   float64
+	unpacks     []unpackRequest
 }
 
 type stepResult struct {
@@ -286,6 +293,9 @@ func (d *driver) run(ctx context.Context) error {
 	defer stateTick.Stop()
 
 	for {
+		if err := d.handleUnpacks(ctx); err != nil {
+			return err
+		}
 		if d.step != nil {
 			step, res := d.step.step, d.step.res
 			d.step = nil
@@ -324,7 +334,7 @@ func (d *driver) run(ctx context.Context) error {
 		case msg := <-d.resultsIn:
 			d.onResult(msg)
 			// Take what else is waiting before the next checkpoint check.
-			for n := 0; n < 256 && d.step == nil; n++ {
+			for n := 0; n < 256 && d.step == nil && len(d.unpacks) == 0; n++ {
 				select {
 				case msg := <-d.resultsIn:
 					d.onResult(msg)
@@ -462,6 +472,16 @@ func (d *driver) onResult(m jetstream.Msg) {
 	if err := messages.Decode(m.Data(), &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
 	}
+	if _, first, ok := d.c.names.ParseUnpackRequest(m.Subject()); ok {
+		if meta.Sequence.Stream > d.st.LastSeq { // else handled before a checkpoint
+			u := unpackRequest{first: first, attempt: 1, seq: meta.Sequence.Stream}
+			if res.Unpack != nil {
+				u.attempt = res.Unpack.Attempt
+			}
+			d.unpacks = append(d.unpacks, u)
+		}
+		return
+	}
 	if _, step, ok := d.c.names.ParseStepResult(m.Subject()); ok {
 		d.st.LastSeq = max(d.st.LastSeq, meta.Sequence.Stream)
 		d.step = &stepResult{step: step, res: res}
@@ -475,6 +495,7 @@ func (d *driver) onResult(m jetstream.Msg) {
 	}
 	if aggregate.Apply(d.st, meta.Sequence.Stream, item, res.OK) {
 		d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
+		d.observe(&res)
 		if d.results != nil {
 			d.results.Add(&res, item)
 		}
@@ -488,15 +509,29 @@ func (d *driver) onResult(m jetstream.Msg) {
 // fill publishes items until the window is full.
 func (d *driver) fill(ctx context.Context) {
 	st := d.st
-	// Groups of items_per_message items start at multiples of it, so a
-	// group republished after a crash has the same id and is deduplicated.
-	group := max(st.Options.ItemsPerMessage, 1)
 	if exceeded, _ := aggregate.FailureExceeded(st); exceeded || st.CancelRequested {
 		return // the batch is ending: no more work for it
 	}
+	d.maybeAutoPack(ctx)
 	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
-		end := min((d.next/group+1)*group, st.Total)
-		msg, err := d.workMessage(d.next, end)
+		// Groups (items_per_message, or auto packing) are a function of
+		// the state, so a group republished after a crash has the same id
+		// and is deduplicated.
+		end, auto := groupEnd(st, d.next)
+		form := formPlain
+		switch {
+		case auto && (d.next-st.PackFrom)%st.PackSize != 0:
+			// Inside a group that went out item by item.
+			end, form = d.next+1, formUnpacked
+		case auto && end-d.next > 1:
+			form = formAutoPack
+		}
+		msg, err := d.workMessage(d.next, end, 1, form)
+		if err == nil && form == formAutoPack && len(msg.Data) > autoPackMaxBytes {
+			// Too large to pack: item by item, as if unpacked.
+			end = d.next + 1
+			msg, err = d.workMessage(d.next, end, 1, formUnpacked)
+		}
 		if err != nil {
 			d.itemsErr = err
 			return
@@ -510,15 +545,29 @@ func (d *driver) fill(ctx context.Context) {
 	d.confirmPublishes(ctx)
 }
 
-// workMessage builds the work message of items [item, end).
-func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
-	if d.workHead == nil {
-		d.workHead = workHead(d.batch, d.st.Activity, d.st.Options)
+// workForm is how a work message names and describes its items.
+type workForm int
+
+const (
+	formPlain     workForm = iota // one item, or an items_per_message group
+	formAutoPack                  // an auto-packed group: "unpack": true
+	formUnpacked                  // one item of an auto-packed group, on its own
+)
+
+// workMessage builds the work message of items [item, end), whose first
+// delivery is the given attempt.
+func (d *driver) workMessage(item, end, attempt int, form workForm) (*nats.Msg, error) {
+	head := d.workHead
+	if attempt != 1 {
+		head = workHead(d.batch, d.st.Activity, d.st.Options, attempt)
+	} else if head == nil {
+		d.workHead = workHead(d.batch, d.st.Activity, d.st.Options, 1)
+		head = d.workHead
 	}
 	// Encoded by hand: the message is the same for every item but for the
 	// item and its input, and this runs once per item.
-	data := make([]byte, 0, len(d.workHead)+64)
-	data = append(data, d.workHead...)
+	data := make([]byte, 0, len(head)+64)
+	data = append(data, head...)
 	data = strconv.AppendInt(data, int64(item), 10)
 	if end-item == 1 {
 		input, err := d.items.Item(item)
@@ -530,6 +579,9 @@ func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 		}
 		data = append(data, '}')
 	} else {
+		if form == formAutoPack {
+			data = append(data, `,"unpack":true`...)
+		}
 		data = append(data, `,"items":[`...)
 		for i := item; i < end; i++ {
 			input, err := d.items.Item(i)
@@ -551,7 +603,11 @@ func (d *driver) workMessage(item, end int) (*nats.Msg, error) {
 	msg.Data = data
 	// The id makes a republish after a crash a no-op within the
 	// stream's duplicate window.
-	msg.Header.Set(jetstream.MsgIDHeader, messages.WorkMsgID(d.batch, item))
+	id := messages.WorkMsgID(d.batch, item)
+	if form == formUnpacked {
+		id = messages.UnpackedMsgID(d.batch, item)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
 	return msg, nil
 }
 
@@ -575,11 +631,12 @@ func (d *driver) appendInput(data []byte, item int, input json.RawMessage) ([]by
 
 // workHead is the start of every work message of a batch, up to the item
 // index: {"batch_id":…,"activity":…,"attempt":1,…,"item":
-func workHead(batch, activity string, o messages.Options) []byte {
+func workHead(batch, activity string, o messages.Options, attempt int) []byte {
 	q := func(s string) []byte { b, _ := json.Marshal(s); return b }
 	h := append([]byte(`{"batch_id":`), q(batch)...)
 	h = append(append(h, `,"activity":`...), q(activity)...)
-	h = strconv.AppendInt(append(h, `,"attempt":1,"max_attempts":`...), int64(o.MaxAttempts), 10)
+	h = strconv.AppendInt(append(h, `,"attempt":`...), int64(attempt), 10)
+	h = strconv.AppendInt(append(h, `,"max_attempts":`...), int64(o.MaxAttempts), 10)
 	if len(o.Backoff) > 0 {
 		h = append(h, `,"backoff_ms":[`...)
 		for i, b := range o.Backoff {

@@ -117,6 +117,23 @@ func (n Names) ParseStepResult(subject string) (batch string, step Step, ok bool
 // and its steps).
 func (n Names) PurgeBatchWork(batch string) string { return n.Prefix + ".work.*." + batch }
 
+// UnpackRequest is the subject of a request to unpack the auto-packed
+// group of a batch that starts at item first. It is in the results stream,
+// whose one-message-per-subject rule makes the request once per group.
+func (n Names) UnpackRequest(batch string, first int) string {
+	return n.Result(batch, first) + ".unpack"
+}
+
+// ParseUnpackRequest returns the batch and first item of an unpack
+// request's subject.
+func (n Names) ParseUnpackRequest(subject string) (batch string, first int, ok bool) {
+	rest, found := strings.CutSuffix(subject, ".unpack")
+	if !found {
+		return "", 0, false
+	}
+	return n.ParseResultSubject(rest)
+}
+
 // ResultBatchFilter matches all results of one batch.
 func (n Names) ResultBatchFilter(batch string) string { return n.Prefix + ".result." + batch + ".>" }
 
@@ -195,7 +212,12 @@ func (n Names) WorkConsumer(activity string) string { return "work-" + activity 
 func WorkMsgID(batch string, item int) string  { return batch + "/" + strconv.Itoa(item) }
 func StepMsgID(batch string, step Step) string { return batch + "/" + string(step) }
 func DoneMsgID(batch string) string            { return "done/" + batch }
-func TokenMsgID(batch string) string           { return "batch/" + batch }
+
+// UnpackedMsgID is the id of an item's own work message once its
+// auto-packed group is unpacked (the group's id is WorkMsgID of its first
+// item, so the first item needs another).
+func UnpackedMsgID(batch string, item int) string { return WorkMsgID(batch, item) + "/unpacked" }
+func TokenMsgID(batch string) string              { return "batch/" + batch }
 
 // IdempotencyKey is the stable key a handler gets for an item: "<batch>/<item>".
 func IdempotencyKey(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }

@@ -182,6 +182,11 @@ type WorkMessage struct {
 	// Items is set instead of Item/Input when the batch packs several items
 	// per message (items_per_message); Item is then the first one's index.
 	Items []WorkItem `json:"items,omitempty"`
+	// Unpack marks a group packed by the coordinator on its own (auto
+	// packing): a worker that gets it a second time asks for it to be
+	// unpacked (a ResultMessage with Unpack set) instead of running it, so
+	// that an item that crashes its worker takes no other item down.
+	Unpack bool `json:"unpack,omitempty"`
 	// The batch's retry policy, so that any worker can apply it alone.
 	MaxAttempts   int     `json:"max_attempts"`
 	BackoffMS     []int64 `json:"backoff_ms,omitempty"`
@@ -209,6 +214,18 @@ type ResultMessage struct {
 	Attempts   int        `json:"attempts"`
 	Worker     string     `json:"worker,omitempty"`
 	DurationMS float64    `json:"duration_ms"`
+	// Unpack makes this message an unpack request, not a result: published
+	// to Names.UnpackRequest(batch, item) for the auto-packed group that
+	// starts at Item.
+	Unpack *UnpackRequest `json:"unpack,omitempty"`
+}
+
+// UnpackRequest asks the coordinator to publish the items of a packed
+// group that have no result yet as work messages of their own.
+type UnpackRequest struct {
+	// Attempt is the attempt the group's delivery was on: each item's own
+	// message starts there (the lost delivery counts for all of them).
+	Attempt int `json:"attempt"`
 }
 
 // ItemResult is one item's entry in an aggregate.
@@ -305,6 +322,11 @@ type BatchState struct {
 	ItemsRef *ObjectRef `json:"items_ref,omitempty"`
 	// Phase is the running batch's phase (empty: items).
 	Phase Phase `json:"phase,omitempty"`
+	// PackFrom and PackSize record auto packing (options without
+	// items_per_message): from item PackFrom on, items go out in groups of
+	// PackSize (the last may be shorter). PackSize 0: not packed (yet).
+	PackFrom int `json:"pack_from,omitempty"`
+	PackSize int `json:"pack_size,omitempty"`
 	// LastSeq is the last FANOUT_RESULTS stream sequence counted.
 	LastSeq uint64  `json:"last_seq"`
 	Options Options `json:"options"`

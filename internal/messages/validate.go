@@ -44,9 +44,6 @@ func (o Options) WithDefaults() Options {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}
-	if o.ItemsPerMessage == 0 {
-		o.ItemsPerMessage = 1
-	}
 	if o.Backoff == nil {
 		o.Backoff = append([]Duration(nil), DefaultBackoff...)
 	}
