@@ -549,9 +549,9 @@ func (d *driver) fill(ctx context.Context) {
 type workForm int
 
 const (
-	formPlain     workForm = iota // one item, or an items_per_message group
-	formAutoPack                  // an auto-packed group: "unpack": true
-	formUnpacked                  // one item of an auto-packed group, on its own
+	formPlain    workForm = iota // one item, or an items_per_message group
+	formAutoPack                 // an auto-packed group: "unpack": true
+	formUnpacked                 // one item of an auto-packed group, on its own
 )
 
 // workMessage builds the work message of items [item, end), whose first
