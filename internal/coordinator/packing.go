@@ -29,11 +29,15 @@ const (
 	// autoPackSample is how many results a driver sees before it judges
 	// how fast the batch's items are.
 	autoPackSample = 64
-	// autoPackGroupMS is the handler time one packed message aims at: the
-	// group size is this over the mean item time, so items slower than
-	// half of it are not packed, and packs stay short enough that packing
-	// costs little parallelism.
-	autoPackGroupMS = 1.0
+	// autoPackGroupMS is the time one packed message aims at: the group
+	// size is this over the mean item time (as workers report it: the
+	// handler's wall time, which includes waiting for a CPU on a busy
+	// machine), so items slower than half of it are not packed.
+	autoPackGroupMS = 5.0
+	// autoPackInFlight is the fewest messages a window of max_in_flight
+	// items keeps out once packed, so packing costs workers little
+	// parallelism (16 for the default window of 256).
+	autoPackInFlight = 16
 	// autoPackMinLeft: fewer items left to publish are not worth the
 	// checkpoint that starts packing.
 	autoPackMinLeft = 512
@@ -92,7 +96,7 @@ func (d *driver) maybeAutoPack(ctx context.Context) {
 	case st.Total-d.next < autoPackMinLeft:
 		return
 	}
-	n := min(d.c.cfg.AutoPack, st.Options.MaxInFlight/4) // keep several messages in flight
+	n := min(d.c.cfg.AutoPack, st.Options.MaxInFlight/autoPackInFlight)
 	if mean := d.sampledMS / float64(d.sampled); mean > 0 {
 		n = min(n, int(autoPackGroupMS/mean))
 	}
