@@ -154,45 +154,72 @@ func LoadResults(ctx context.Context, js jetstream.JetStream, ref *messages.Obje
 // window, plus items finished while a slow one was retried), not by the
 // batch. Items without a result are written as not run with reason.
 func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, total int, reason string, w io.Writer) error {
-	bw := bufio.NewWriterSize(w, 64*1024)
-	next := 0
-	early := map[int]messages.ItemResult{}
-	emit := func(r messages.ItemResult) error {
-		line, err := messages.Encode(&r)
-		if err != nil {
-			return err
-		}
-		_, _ = bw.Write(line)
-		return bw.WriteByte('\n')
-	}
-	notRun := func(i int) messages.ItemResult {
-		return messages.ItemResult{Item: i, NotRun: true, Error: "not run: " + reason}
-	}
+	ow := NewOrderedWriter(w, total)
 	err := eachResult(ctx, results, n, batch, lastSeq, func(item int, res *messages.ResultMessage) error {
-		if item < next || item >= total {
-			return nil
-		}
-		early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
-		for r, ok := early[next]; ok; r, ok = early[next] {
-			if err := emit(r); err != nil {
-				return err
-			}
-			delete(early, next)
-			next++
-		}
-		return nil
+		return ow.Add(item, res)
 	})
 	if err != nil {
 		return err
 	}
-	for ; next < total; next++ {
-		r, ok := early[next]
-		if !ok {
-			r = notRun(next)
+	return ow.Close(reason)
+}
+
+// OrderedWriter writes results given in any order as JSON Lines of
+// ItemResult in item order, holding only those that arrived before an
+// item still missing.
+type OrderedWriter struct {
+	bw    *bufio.Writer
+	total int
+	next  int
+	early map[int]messages.ItemResult
+}
+
+// NewOrderedWriter writes the results of a batch of total items to w.
+func NewOrderedWriter(w io.Writer, total int) *OrderedWriter {
+	return &OrderedWriter{bw: bufio.NewWriterSize(w, 64*1024), total: total, early: map[int]messages.ItemResult{}}
+}
+
+// Add takes one item's result; items out of range or already written are
+// ignored.
+func (o *OrderedWriter) Add(item int, res *messages.ResultMessage) error {
+	if item < o.next || item >= o.total {
+		return nil
+	}
+	o.early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
+	for r, ok := o.early[o.next]; ok; r, ok = o.early[o.next] {
+		if err := o.emit(&r); err != nil {
+			return err
 		}
-		if err := emit(r); err != nil {
+		delete(o.early, o.next)
+		o.next++
+	}
+	return nil
+}
+
+// Held is how many results wait for an earlier item's.
+func (o *OrderedWriter) Held() int { return len(o.early) }
+
+// Close writes every item still missing as not run with reason, in order
+// with those held, and flushes.
+func (o *OrderedWriter) Close(reason string) error {
+	for ; o.next < o.total; o.next++ {
+		r, ok := o.early[o.next]
+		if !ok {
+			r = messages.ItemResult{Item: o.next, NotRun: true, Error: "not run: " + reason}
+		}
+		if err := o.emit(&r); err != nil {
 			return err
 		}
 	}
-	return bw.Flush()
+	clear(o.early)
+	return o.bw.Flush()
+}
+
+func (o *OrderedWriter) emit(r *messages.ItemResult) error {
+	line, err := messages.Encode(r)
+	if err != nil {
+		return err
+	}
+	_, _ = o.bw.Write(line)
+	return o.bw.WriteByte('\n')
 }

@@ -42,6 +42,10 @@ type driver struct {
 	// results holds per-item results while the batch runs, when it is small
 	// enough and this driver has seen every result; nil otherwise.
 	results *aggregate.Results
+	// live writes a bigger batch's results to its results object while
+	// they are counted (liveresults.go); liveRef is that object once done.
+	live    *liveResults
+	liveRef *messages.ObjectRef
 
 	next         int          // next item to publish
 	pending      []pendingPub // publishes not yet acknowledged, in item order
@@ -248,8 +252,17 @@ func (d *driver) run(ctx context.Context) error {
 		d.next, d.pending, d.itemsErr = f.next, f.pending, f.itemsErr
 	}
 	d.first = nil
-	if st.Phase != messages.PhaseSource && st.Total <= d.c.cfg.InMemoryResults && st.LastSeq == 0 {
-		d.results = aggregate.NewResults(st.Total)
+	if st.Phase != messages.PhaseSource && st.LastSeq == 0 {
+		if st.Total <= d.c.cfg.InMemoryResults {
+			d.results = aggregate.NewResults(st.Total)
+		} else if d.req.Reduce == nil {
+			d.live = d.startLiveResults(ctx)
+			defer func() {
+				if d.live != nil {
+					d.live.abort(errors.New("driver stopped"))
+				}
+			}()
+		}
 	}
 	switch {
 	case st.ItemsRef != nil:
@@ -498,6 +511,10 @@ func (d *driver) onResult(m jetstream.Msg) {
 		d.observe(&res)
 		if d.results != nil {
 			d.results.Add(&res, item)
+		}
+		if d.live != nil && !d.live.add(item, &res) {
+			d.log.Debug().Msg("results no longer written while counted; they will be read back at the end")
+			d.live = nil
 		}
 	} else if item < 0 || item >= d.st.Total {
 		d.log.Warn().Str("subject", m.Subject()).Msg("ignoring a result for an item this batch does not have")
@@ -923,6 +940,20 @@ func (d *driver) aggregateJSON(ctx context.Context, notRun, prefix string, fill 
 
 // streamResults writes the results in item order to the object store.
 func (d *driver) streamResults(ctx context.Context, prefix, notRun string) (*messages.ObjectRef, error) {
+	if prefix == "results/" {
+		if d.live != nil {
+			ref, err := d.live.finish(d.c.names.BlobBucket(), notRun)
+			d.live = nil
+			if err == nil {
+				d.liveRef = ref
+			} else {
+				d.log.Warn().Err(err).Msg("results written while counted were not stored; reading them back")
+			}
+		}
+		if d.liveRef != nil {
+			return d.liveRef, nil
+		}
+	}
 	pr, pw := io.Pipe()
 	go func() {
 		pw.CloseWithError(aggregate.WriteOrdered(ctx, d.c.stores.Results, d.c.names, d.batch, d.st.LastSeq, d.st.Total, notRun, pw))

@@ -74,10 +74,25 @@ func TestTwoCoordinators(t *testing.T) {
 
 // A coordinator that stops while driving batches hands them over: another
 // coordinator resumes each from its checkpoint, and every item is counted
-// exactly once across the two.
+// exactly once across the two. Both with results held in memory and, for
+// batches over InMemoryResults, with coord-a writing them to the results
+// object as it counts and coord-b, which did not see them all, reading
+// them back from the stream.
 func TestBatchesMoveToAnotherCoordinator(t *testing.T) {
 	t.Parallel()
+	for _, inMemory := range []int{0, 10} {
+		t.Run(fmt.Sprintf("in-memory results %d", inMemory), func(t *testing.T) {
+			t.Parallel()
+			batchesMoveToAnotherCoordinator(t, inMemory)
+		})
+	}
+}
+
+func batchesMoveToAnotherCoordinator(t *testing.T, inMemory int) {
 	env := testenv.Server(t)
+	named := func(name string) func(*coordinator.Config) {
+		return func(c *coordinator.Config) { c.Name, c.InMemoryResults = name, inMemory }
+	}
 	a := env.Coordinator(named("coord-a"))
 	g := newGate()
 	const total, half = 60, 30
