@@ -510,7 +510,7 @@ func TestProtocolDocOptions(t *testing.T) {
 	rows := map[string][]string{
 		"max_in_flight":     {thousands(messages.DefaultMaxInFlight), "1 – " + thousands(messages.MaxMaxInFlight)},
 		"max_attempts":      {thousands(messages.DefaultMaxAttempts), "1 – " + thousands(messages.MaxMaxAttempts)},
-		"items_per_message": {"| 1 |", "1 – " + thousands(messages.MaxItemsPerMessage)},
+		"items_per_message": {"| auto |", "1 – " + thousands(messages.MaxItemsPerMessage)},
 		"backoff":           {"[" + strings.Join(backoff, ",") + "]", fmt.Sprintf("at most %d entries", messages.MaxBackoffLen), shortDuration(messages.MaxDuration)},
 		"item_timeout":      {"`" + shortDuration(messages.DefaultItemTimeout) + "`", shortDuration(messages.MaxDuration)},
 	}
