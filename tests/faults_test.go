@@ -280,6 +280,92 @@ func TestItemCrashingEveryAttempt(t *testing.T) {
 	checkRecorded(t, e, other.BatchID, len(shaItems))
 }
 
+// Auto packing through the real binaries, with a worker crash: a batch of
+// fast items (activity "poison") is packed by the coordinator on its own;
+// one item kills the worker running it on its first attempt. The worker's
+// groups come back after the ack wait; the next worker asks for each to be
+// unpacked instead of running it, and every item of the poisoned group
+// runs alone, on its second attempt (the poisoned one then succeeds). One
+// crash, and the batch completes exactly.
+func TestAutoPackedGroupLostWithItsWorker(t *testing.T) {
+	t.Parallel()
+	e := procs.NewEnv(t, bins)
+	e.Coordinator()
+	x := newExits(t)
+	start := func() *procs.Proc {
+		p := e.StartWorkerEnv([]string{"FANOUT_FAULT_ACTIVITIES=1"}, "--activities", "poison", "--concurrency", "4", "--ack-wait", "2s")
+		p.ExpectExit()
+		x.watch(p)
+		return p
+	}
+	e.WaitWorkerReady(start())
+	ctx := e.Context(120 * time.Second)
+
+	const total, poison = 3000, 2500
+	items := make([]json.RawMessage, total)
+	for i := range items {
+		items[i] = mustJSON(t, map[string]any{"i": i})
+	}
+	items[poison] = mustJSON(t, map[string]any{"i": poison, "poison": true})
+	r := e.Submit(ctx, client.BatchRequest{ID: "e2e-poison-packed", Activity: "poison", Items: items})
+	done := waitAggregates(ctx, e, r.BatchID)
+	deaths := 0
+	var agg *client.Aggregate
+	for agg == nil {
+		select {
+		case p := <-x.ch:
+			deaths++
+			if code := exitCode(t, p); code != faults.CrashCode {
+				t.Fatalf("%s exited %d, want %d (the poison item)", p.Name, code, faults.CrashCode)
+			}
+			start()
+		case o := <-done:
+			if o.err != nil {
+				t.Fatalf("wait for %s: %v", o.id, o.err)
+			}
+			agg = o.agg
+		}
+	}
+	if deaths != 1 {
+		t.Errorf("%d workers crashed, want 1 (the poisoned item's first attempt)", deaths)
+	}
+	checkAggregateConsistent(t, agg)
+	if agg.Status != client.StatusCompleted || agg.Total != total || agg.Succeeded != total {
+		t.Fatalf("aggregate: %s, %d of %d succeeded; want all", agg.Status, agg.Succeeded, agg.Total)
+	}
+	for i, res := range agg.Results {
+		if !res.OK || string(res.Output) != string(items[i]) {
+			t.Fatalf("item %d: %+v (output %s), want its input back", i, res, res.Output)
+		}
+	}
+	stored := checkRecorded(t, e, r.BatchID, total)
+
+	st, err := e.BatchState(ctx, r.BatchID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PackSize < 2 || st.PackFrom > poison {
+		t.Fatalf("state packs from %d by %d: the poisoned item was not in a packed group, the test proves nothing", st.PackFrom, st.PackSize)
+	}
+	first := st.PackFrom + (poison-st.PackFrom)/st.PackSize*st.PackSize
+	end := min(first+st.PackSize, total)
+	unpacked := false
+	for _, u := range e.StoredUnpackRequests(ctx, r.BatchID) {
+		unpacked = unpacked || u.Subject == e.Names.UnpackRequest(r.BatchID, first)
+	}
+	if !unpacked {
+		t.Errorf("no unpack request for the poisoned group [%d, %d)", first, end)
+	}
+	for _, s := range stored {
+		switch {
+		case s.Item >= first && s.Item < end && s.Attempts != 2:
+			t.Errorf("item %d of the poisoned group: attempt %d, want 2 (alone, after the lost delivery)", s.Item, s.Attempts)
+		case s.Attempts < 1 || s.Attempts > 2:
+			t.Errorf("item %d: attempt %d, want 1, or 2 if its group was lost in the crash", s.Item, s.Attempts)
+		}
+	}
+}
+
 // nakAdvisory is JetStream's advisory of a work message naked by a worker
 // (a retry with a delay): the server's clock, the delivery count.
 type nakAdvisory struct {

@@ -6,7 +6,10 @@
 //	                                  its Nth result is published, before the
 //	                                  ack: "published, then died"
 //	FANOUT_FAULT_ACTIVITIES=1         registers the activity "crash", whose
-//	                                  handler exits the process (code 98)
+//	                                  handler exits the process (code 98),
+//	                                  and "poison", which does so only for
+//	                                  the input {"poison": true} on its
+//	                                  first attempt
 package faults
 
 import (
@@ -50,4 +53,17 @@ func CrashActivityEnabled() bool { return os.Getenv("FANOUT_FAULT_ACTIVITIES") =
 func Crash(context.Context, json.RawMessage) (json.RawMessage, error) {
 	os.Exit(CrashCode)
 	return nil, nil
+}
+
+// Poison is the "poison" activity: the input {"poison": true} exits the
+// process (code 98) on the item's first attempt and is returned on later
+// ones; any other input is returned at once.
+func Poison(attempt int, input json.RawMessage) (json.RawMessage, error) {
+	var v struct {
+		Poison bool `json:"poison"`
+	}
+	if attempt <= 1 && json.Unmarshal(input, &v) == nil && v.Poison {
+		os.Exit(CrashCode)
+	}
+	return input, nil
 }

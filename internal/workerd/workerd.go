@@ -4,6 +4,7 @@ package workerd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"time"
@@ -84,8 +85,12 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	}
 	if faults.CrashActivityEnabled() {
 		all["crash"] = worker.HandlerFunc(faults.Crash)
+		all["poison"] = worker.HandlerFunc(func(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+			info, _ := worker.InfoFrom(ctx)
+			return faults.Poison(info.Attempt, input)
+		})
 		if len(cfg.Activities) == 0 {
-			names = append(names, "crash")
+			names = append(names, "crash", "poison")
 		}
 	}
 	for _, name := range names {

@@ -266,8 +266,30 @@ type StoredResult struct {
 }
 
 // StoredResults reads every result of the batch from stream FANOUT_RESULTS
-// in stream order.
+// in stream order (not its unpack requests: see StoredUnpackRequests).
 func (e *Env) StoredResults(ctx context.Context, batchID string) []StoredResult {
+	var out []StoredResult
+	for _, r := range e.storedResults(ctx, batchID) {
+		if r.Unpack == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// StoredUnpackRequests reads the batch's unpack requests (auto-packed
+// groups delivered again) from stream FANOUT_RESULTS in stream order.
+func (e *Env) StoredUnpackRequests(ctx context.Context, batchID string) []StoredResult {
+	var out []StoredResult
+	for _, r := range e.storedResults(ctx, batchID) {
+		if r.Unpack != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (e *Env) storedResults(ctx context.Context, batchID string) []StoredResult {
 	e.T.Helper()
 	s, err := e.JS.Stream(ctx, e.Names.ResultsStream())
 	if err != nil {
@@ -342,8 +364,8 @@ func (e *Env) WatchResults(batchID string) *ResultWatch {
 	w := &ResultWatch{changed: make(chan struct{})}
 	w.sub = e.subscribeAll(e.Names.ResultBatchFilter(batchID), func(m *nats.Msg) {
 		r := SeenResult{At: time.Now()}
-		if json.Unmarshal(m.Data, &r.ResultMessage) != nil {
-			return
+		if json.Unmarshal(m.Data, &r.ResultMessage) != nil || r.Unpack != nil {
+			return // not a result (an unpack request)
 		}
 		w.mu.Lock()
 		w.seen = append(w.seen, r)
