@@ -293,7 +293,7 @@ func TestAutoPackedGroupLostWithItsWorker(t *testing.T) {
 	e.Coordinator()
 	x := newExits(t)
 	start := func() *procs.Proc {
-		p := e.StartWorkerEnv([]string{"FANOUT_FAULT_ACTIVITIES=1"}, "--activities", "poison", "--concurrency", "4", "--ack-wait", "2s")
+		p := e.StartWorkerEnv([]string{"FANOUT_FAULT_ACTIVITIES=1"}, "--activities", "poison", "--concurrency", "2", "--ack-wait", "2s")
 		p.ExpectExit()
 		x.watch(p)
 		return p

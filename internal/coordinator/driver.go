@@ -66,6 +66,7 @@ type driver struct {
 
 	// Auto packing (packing.go): handler times of the first results, and
 	// unpack requests waiting to be handled.
+	fresh       bool // this driver has driven the batch from its acceptance
 	packDecided bool
 	sampled     int
 	sampledMS   float64
@@ -175,6 +176,7 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 		if ab := d.c.takeAccepted(ctx, d.batch, tokenSeq); ab != nil {
 			ab.st.Owner = d.c.cfg.Name // saved with the first checkpoint
 			d.st, d.rev, d.epoch, d.early, d.first = ab.st, ab.rev, ab.st.Epoch, ab.results, ab.first
+			d.fresh = true
 			return nil
 		}
 	}

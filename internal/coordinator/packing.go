@@ -17,7 +17,8 @@ import (
 // seen enough results to know the items are fast, it packs the rest of
 // the batch several items per message (recorded in the state before the
 // first group goes out, so a driver that takes over publishes the same
-// groups). An auto-packed group that is delivered a second time (its
+// groups; only the driver that has had the batch since its acceptance
+// decides). An auto-packed group that is delivered a second time (its
 // worker crashed or stopped answering, or an item asked for a retry) is
 // not run again as a group: the worker asks for it to be unpacked, and the
 // driver publishes each of its items that has no result yet as a message
@@ -87,6 +88,12 @@ func (d *driver) maybeAutoPack(ctx context.Context) {
 	switch {
 	case st.PackSize > 0, st.Options.ItemsPerMessage != 0, d.c.cfg.AutoPack < 2:
 		return // packed already, or the batch or the deployment decides
+	case !d.fresh:
+		// A driver that took the batch over cannot know how far its
+		// predecessor published one item per message past the checkpoint:
+		// a group starting at such an item would share its message id and
+		// be dropped as a duplicate, with the rest of the group's items.
+		return
 	case st.Options.MaxAttempts < 2:
 		// Unpacking a group costs its items an attempt: with one attempt
 		// an item that crashes its worker would fail the others.

@@ -123,8 +123,8 @@ func TestAutoPackingPacksFastItems(t *testing.T) {
 	env := testenv.Server(t)
 	env.Coordinator(nil)
 	c := newCounter(packTotal)
-	env.Worker(c.register)
-	env.Worker(c.register)
+	env.Worker(c.register, worker.WithConcurrency(2)) // few handlers sharing the CPUs: their wall time is their run time
+	env.Worker(c.register, worker.WithConcurrency(2)) // few handlers sharing the CPUs: their wall time is their run time
 	watch := watchWork(t, env, "count")
 
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(packTotal)})
@@ -216,7 +216,7 @@ func TestAutoPackedItemRetriedAlone(t *testing.T) {
 		}
 		return nil
 	}
-	env.Worker(c.register)
+	env.Worker(c.register, worker.WithConcurrency(2))
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(packTotal), Options: client.Options{
 		MaxAttempts: maxAttempts, Backoff: durations(20 * time.Millisecond),
 	}})
