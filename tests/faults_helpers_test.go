@@ -149,3 +149,26 @@ func checkAggregateConsistent(t *testing.T, agg *client.Aggregate) {
 			ok, failed, notRun, agg.Succeeded, agg.Failed, agg.NotRun)
 	}
 }
+
+// awaitRestarting waits for the aggregate of the one batch done reports,
+// starting a new worker for each one that exits (with exit code want) on
+// the way. It returns the aggregate and how many workers exited.
+func awaitRestarting(t *testing.T, x *exits, done <-chan outcome, want int, start func() *procs.Proc) (*client.Aggregate, int) {
+	t.Helper()
+	deaths := 0
+	for {
+		select {
+		case p := <-x.ch:
+			deaths++
+			if code := exitCode(t, p); code != want {
+				t.Fatalf("%s exited %d, want %d", p.Name, code, want)
+			}
+			start()
+		case o := <-done:
+			if o.err != nil {
+				t.Fatalf("wait for %s: %v", o.id, o.err)
+			}
+			return o.agg, deaths
+		}
+	}
+}

@@ -146,23 +146,7 @@ func TestWorkerDiesBetweenResultAndAck(t *testing.T) {
 		Options: client.Options{MaxAttempts: 10}})
 	done := waitAggregates(ctx, e, r.BatchID)
 
-	deaths := 0
-	var agg *client.Aggregate
-	for agg == nil {
-		select {
-		case p := <-x.ch:
-			deaths++
-			if code := exitCode(t, p); code != faults.ExitAfterResultCode {
-				t.Fatalf("%s exited %d, want %d (the fault hook)", p.Name, code, faults.ExitAfterResultCode)
-			}
-			start()
-		case o := <-done:
-			if o.err != nil {
-				t.Fatalf("wait for the aggregate: %v", o.err)
-			}
-			agg = o.agg
-		}
-	}
+	agg, deaths := awaitRestarting(t, x, done, faults.ExitAfterResultCode, start)
 	checkExact(t, agg, r.BatchID, total, checkSlept(ms))
 	stored := checkRecorded(t, e, r.BatchID, total)
 
@@ -309,23 +293,7 @@ func TestAutoPackedGroupLostWithItsWorker(t *testing.T) {
 	items[poison] = mustJSON(t, map[string]any{"i": poison, "poison": true})
 	r := e.Submit(ctx, client.BatchRequest{ID: "e2e-poison-packed", Activity: "poison", Items: items})
 	done := waitAggregates(ctx, e, r.BatchID)
-	deaths := 0
-	var agg *client.Aggregate
-	for agg == nil {
-		select {
-		case p := <-x.ch:
-			deaths++
-			if code := exitCode(t, p); code != faults.CrashCode {
-				t.Fatalf("%s exited %d, want %d (the poison item)", p.Name, code, faults.CrashCode)
-			}
-			start()
-		case o := <-done:
-			if o.err != nil {
-				t.Fatalf("wait for %s: %v", o.id, o.err)
-			}
-			agg = o.agg
-		}
-	}
+	agg, deaths := awaitRestarting(t, x, done, faults.CrashCode, start)
 	if deaths != 1 {
 		t.Errorf("%d workers crashed, want 1 (the poisoned item's first attempt)", deaths)
 	}
