@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
@@ -155,7 +154,6 @@ func (d *driver) unpack(ctx context.Context, u unpackRequest) error {
 	}
 	end, _ := groupEnd(st, u.first)
 	var futures []jetstream.PubAckFuture
-	var msgs []*nats.Msg
 	for i := u.first; i < end; i++ {
 		has, err := d.hasResult(ctx, i)
 		if err != nil {
@@ -172,7 +170,7 @@ func (d *driver) unpack(ctx context.Context, u unpackRequest) error {
 		if err != nil {
 			return err
 		}
-		futures, msgs = append(futures, f), append(msgs, msg)
+		futures = append(futures, f)
 	}
 	for _, f := range futures {
 		select {
@@ -183,7 +181,7 @@ func (d *driver) unpack(ctx context.Context, u unpackRequest) error {
 			return ctx.Err()
 		}
 	}
-	d.log.Debug().Int("item", u.first).Int("published", len(msgs)).Int("attempt", u.attempt).Msg("unpacked a group")
+	d.log.Debug().Int("item", u.first).Int("published", len(futures)).Int("attempt", u.attempt).Msg("unpacked a group")
 	return nil
 }
 

@@ -20,7 +20,7 @@ func TestWorkMessageEncoding(t *testing.T) {
 	for _, tc := range []struct {
 		item, end, attempt int
 		form               workForm
-	}{{0, 1, 1, formPlain}, {2, 3, 1, formPlain}, {0, 4, 1, formPlain}, {1, 3, 1, formPlain}, {0, 4, 1, formAutoPack}, {2, 3, 2, formUnpacked}, {0, 1, 1, formPlain}} {
+	}{{0, 1, 1, formPlain}, {2, 3, 1, formPlain}, {0, 4, 1, formPlain}, {1, 3, 1, formPlain}, {0, 4, 1, formAutoPack}, {2, 3, 2, formUnpacked}} {
 		msg, err := d.workMessage(tc.item, tc.end, tc.attempt, tc.form)
 		if err != nil {
 			t.Fatal(err)
