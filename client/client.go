@@ -136,6 +136,11 @@ func (c *Client) request(ctx context.Context, subject string, body any, out any)
 	if err != nil {
 		return err
 	}
+	return c.requestData(ctx, subject, data, out)
+}
+
+// requestData is request with the body already encoded.
+func (c *Client) requestData(ctx context.Context, subject string, data []byte, out any) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -165,8 +170,12 @@ func decodeReply(data []byte, out any) error {
 // Submit sends a batch. The batch is stored durably when Submit returns
 // without error. A refused batch returns an *Error.
 func (c *Client) Submit(ctx context.Context, req BatchRequest) (*SubmitReply, error) {
+	data, err := messages.EncodeBatchRequest(&req)
+	if err != nil {
+		return nil, err
+	}
 	var r SubmitReply
-	if err := c.request(ctx, c.names.Submit(), req, &r); err != nil {
+	if err := c.requestData(ctx, c.names.Submit(), data, &r); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -241,7 +250,7 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 		return nil, err
 	}
 	if agg.ResultsRef != nil {
-		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef); err != nil {
+		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef, agg.Total); err != nil {
 			return agg, err
 		}
 	}

@@ -109,7 +109,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
-	body, err := messages.Encode(req)
+	body, err := messages.EncodeBatchRequest(&req)
 	if err != nil {
 		return nil, messages.Errorf(messages.CodeInternal, "encode batch: %v", err)
 	}
@@ -424,7 +424,7 @@ func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequ
 		return req, messages.Errorf(messages.CodeInternal, "aggregate of %s: %v", r.BatchID, err)
 	}
 	if agg.ResultsRef != nil {
-		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef); err != nil {
+		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef, agg.Total); err != nil {
 			return req, unavailable(err)
 		}
 	}

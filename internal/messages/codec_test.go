@@ -57,3 +57,42 @@ func FuzzDecodeMatchesEncodingJSON(f *testing.F) {
 		}
 	})
 }
+
+// EncodeBatchRequest copies items instead of re-encoding them: it must
+// refuse exactly the items Encode refuses, and what it writes must read
+// back as the same request, whatever an item holds (an item that tried to
+// close the array and add a field must not get through).
+func FuzzEncodeBatchRequest(f *testing.F) {
+	for _, seed := range []string{`{"data":"x"}`, ` 1 `, `"s"`, ``, `null`, `1],"activity":"other","x":[2`, `{"a":1}{"b":2}`, `[1,2`, "\"\xff\"", `"<&>"`, "{\n \"a\" : [1, 2]\n}"} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, item []byte) {
+		req := BatchRequest{ID: "b1", Activity: "sha256", Items: []json.RawMessage{[]byte(`{"n":0}`), item},
+			Options: Options{MaxInFlight: 7}}
+		got, err := EncodeBatchRequest(&req)
+		_, encErr := Encode(&req)
+		if (err == nil) != (encErr == nil) {
+			t.Fatalf("item %q: EncodeBatchRequest error %v, Encode error %v", item, err, encErr)
+		}
+		if err != nil {
+			return
+		}
+		var back BatchRequest
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Fatalf("item %q: encoded %q does not read back: %v", item, got, err)
+		}
+		want := req
+		if item == nil {
+			want.Items = []json.RawMessage{req.Items[0], []byte("null")}
+		}
+		if back.ID != want.ID || back.Activity != want.Activity || back.Options.MaxInFlight != 7 || len(back.Items) != 2 {
+			t.Fatalf("item %q: read back %+v from %q", item, back, got)
+		}
+		for i := range want.Items {
+			var a, b any
+			if json.Unmarshal(want.Items[i], &a) != nil || json.Unmarshal(back.Items[i], &b) != nil || !reflect.DeepEqual(a, b) {
+				t.Fatalf("item %d: %q read back as %q", i, want.Items[i], back.Items[i])
+			}
+		}
+	})
+}
