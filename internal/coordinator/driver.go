@@ -532,7 +532,7 @@ func (d *driver) fill(ctx context.Context) {
 		return // the batch is ending: no more work for it
 	}
 	d.maybeAutoPack(ctx)
-	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Options.MaxInFlight {
+	for d.next < st.Total && d.next-(st.Succeeded+st.Failed) < st.Window() {
 		// Groups (items_per_message, or auto packing) are a function of
 		// the state, so a group republished after a crash has the same id
 		// and is deduplicated.

@@ -102,7 +102,7 @@ func (d *driver) maybeAutoPack(ctx context.Context) {
 	case st.Total-d.next < autoPackMinLeft:
 		return
 	}
-	n := min(d.c.cfg.AutoPack, st.Options.MaxInFlight/autoPackInFlight)
+	n := min(d.c.cfg.AutoPack, st.Window()/autoPackInFlight)
 	if mean := d.sampledMS / float64(d.sampled); mean > 0 {
 		n = min(n, int(autoPackGroupMS/mean))
 	}

@@ -360,3 +360,46 @@ func storedResults(t *testing.T, env *testenv.Env, batch string) map[int]message
 		out[item] = res
 	}
 }
+
+// A batch that leaves max_in_flight out gets a window of 64 groups once it
+// is auto-packed: with every item after the first 64 held, the driver
+// publishes past the 256 items the default window allows, and no further
+// than 64 groups.
+func TestAutoPackedBatchGetsAWiderWindow(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	const fast = 64 // the results the packing decision waits for
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c := newCounter(packTotal)
+	c.hold = func(ctx context.Context, item int) error {
+		if item < fast {
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	env.Worker(c.register, worker.WithConcurrency(2))
+	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(packTotal)})
+	st := waitState(t, env, r.BatchID, 30*time.Second, "a window of 64 groups published", func(st *messages.BatchState) bool {
+		return st.PackSize > 1 && st.Published >= fast+messages.AutoWindowGroups*st.PackSize
+	})
+	// The default window, overshot by its last group, ends at 64 + 256 + n - 1.
+	if messages.AutoWindowGroups*st.PackSize < messages.DefaultMaxInFlight+st.PackSize {
+		t.Fatalf("packed by %d: 64 groups are no wider than the default window, the test cannot tell them apart", st.PackSize)
+	}
+	if st.Succeeded+st.Failed != fast {
+		t.Fatalf("%d items done, want the %d that are not held", st.Succeeded+st.Failed, fast)
+	}
+	if limit := fast + messages.AutoWindowGroups*st.PackSize + st.PackSize; st.Published > limit {
+		t.Fatalf("%d items published in groups of %d, over the window of %d groups", st.Published, st.PackSize, messages.AutoWindowGroups)
+	}
+	if st.Options.MaxInFlight != 0 {
+		t.Fatalf("state options max_in_flight %d, want it left out (auto)", st.Options.MaxInFlight)
+	}
+}

@@ -346,6 +346,24 @@ type BatchState struct {
 	FinishedAt      time.Time `json:"finished_at,omitempty"`
 }
 
+// Window is the most items of the batch published and not yet finished:
+// max_in_flight, or when the request left it out, DefaultMaxInFlight, and
+// once the batch is auto-packed AutoWindowGroups groups if that is more.
+// Auto-packed items are fast (a group is about 5 ms of work), so that many
+// groups queued ahead of another batch's items delay it by milliseconds;
+// 256 items were only 16 groups, too few to keep two cores busy (a
+// 100,000-item run: 0.69-0.75 of raw JetStream against 0.81-0.86 at 1,024).
+func (s *BatchState) Window() int {
+	switch {
+	case s.Options.MaxInFlight > 0:
+		return s.Options.MaxInFlight
+	case s.PackSize > 1:
+		return max(DefaultMaxInFlight, AutoWindowGroups*s.PackSize)
+	default:
+		return DefaultMaxInFlight
+	}
+}
+
 // ProgressWithOptions is Progress with the batch's options, as status
 // replies and listings show it.
 func (s *BatchState) ProgressWithOptions(now time.Time) Progress {

@@ -10,9 +10,13 @@ import (
 	"time"
 )
 
-// Defaults for options a request leaves out.
+// Defaults for options a request leaves out. max_in_flight left out is
+// "auto": see BatchState.Window.
 const (
 	DefaultMaxInFlight = 256
+	// AutoWindowGroups is the window of an auto-packed batch that left
+	// max_in_flight out, in groups.
+	AutoWindowGroups = 64
 	DefaultMaxAttempts = 3
 	DefaultItemTimeout = 5 * time.Minute
 )
@@ -38,9 +42,6 @@ type Limits struct {
 
 // WithDefaults fills the options a request left out.
 func (o Options) WithDefaults() Options {
-	if o.MaxInFlight == 0 {
-		o.MaxInFlight = DefaultMaxInFlight
-	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = DefaultMaxAttempts
 	}

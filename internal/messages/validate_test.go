@@ -24,7 +24,7 @@ func TestDecodeBatchRequestFillsDefaults(t *testing.T) {
 		t.Fatalf("items %s, %s", req.Items[0], req.Items[1])
 	}
 	o := req.Options
-	if o.MaxInFlight != messages.DefaultMaxInFlight || o.MaxAttempts != messages.DefaultMaxAttempts ||
+	if o.MaxInFlight != 0 || o.MaxAttempts != messages.DefaultMaxAttempts ||
 		o.ItemTimeout.Std() != messages.DefaultItemTimeout || o.FailurePolicy != messages.FailureContinue ||
 		o.Timeout != 0 || o.ToleratedFailures != nil || o.ToleratedFailurePercent != nil {
 		t.Fatalf("defaults not filled: %+v", o)
@@ -366,7 +366,7 @@ func checkAccepted(t *testing.T, body string, req messages.BatchRequest, lim mes
 		maxTimeout = lim.MaxTimeout
 	}
 	switch {
-	case o.MaxInFlight < 1 || o.MaxInFlight > messages.MaxMaxInFlight:
+	case o.MaxInFlight < 0 || o.MaxInFlight > messages.MaxMaxInFlight: // 0: auto
 		fail("max_in_flight %d", o.MaxInFlight)
 	case o.MaxAttempts < 1 || o.MaxAttempts > messages.MaxMaxAttempts:
 		fail("max_attempts %d", o.MaxAttempts)
@@ -406,5 +406,24 @@ func checkAccepted(t *testing.T, body string, req messages.BatchRequest, lim mes
 		back.Options.ItemTimeout != o.ItemTimeout || back.Options.Timeout != o.Timeout ||
 		back.Options.FailurePolicy != o.FailurePolicy {
 		fail("its stored form %q reads back as %+v", abbreviate(string(stored)), back)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		maxInFlight, packSize, want int
+	}{
+		{0, 0, messages.DefaultMaxInFlight},
+		{0, 2, messages.DefaultMaxInFlight}, // 64 groups of 2 are fewer
+		{0, 16, messages.AutoWindowGroups * 16},
+		{10, 0, 10},
+		{10, 16, 10}, // set by the request: kept when packed
+		{5000, 16, 5000},
+	} {
+		st := messages.BatchState{Options: messages.Options{MaxInFlight: c.maxInFlight}, PackSize: c.packSize}
+		if got := st.Window(); got != c.want {
+			t.Errorf("max_in_flight %d, pack size %d: window %d, want %d", c.maxInFlight, c.packSize, got, c.want)
+		}
 	}
 }
