@@ -16,7 +16,7 @@ const (
 	DefaultMaxInFlight = 256
 	// AutoWindowGroups is the window of an auto-packed batch that left
 	// max_in_flight out, in groups.
-	AutoWindowGroups = 64
+	AutoWindowGroups   = 64
 	DefaultMaxAttempts = 3
 	DefaultItemTimeout = 5 * time.Minute
 )
