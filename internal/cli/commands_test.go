@@ -131,7 +131,7 @@ func TestSubmitJSONLinesThenRead(t *testing.T) {
 		t.Fatalf("status --json: %+v, %v\n%s", p, err, r.out)
 	}
 	r = e.must(1, e.run("", "status", "jsonl-batch"))
-	if !strings.Contains(r.out, "done       3/3 (100.0%)") || !strings.Contains(r.out, "max_attempts=1 backoff=10ms,20ms item_timeout=30s timeout=1h0m0s") {
+	if !strings.Contains(r.out, "done       3/3 (100.0%)") || !strings.Contains(r.out, "max_in_flight=2 items_per_message=auto max_attempts=1 backoff=10ms,20ms item_timeout=30s timeout=1h0m0s") {
 		t.Fatalf("status:\n%s", r)
 	}
 

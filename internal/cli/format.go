@@ -143,16 +143,19 @@ func printProgress(w io.Writer, p *client.Progress) {
 	t.flush()
 }
 
-// formatOptions writes options as the flags of fanout submit would set them.
+// formatOptions writes options as the flags of fanout submit would set them;
+// "auto" for the options the coordinator chooses when they are left out.
 func formatOptions(o *client.Options) string {
 	var parts []string
 	add := func(name, v string) { parts = append(parts, name+"="+v) }
-	if o.MaxInFlight > 0 {
-		add("max_in_flight", strconv.Itoa(o.MaxInFlight))
+	orAuto := func(n int) string {
+		if n > 0 {
+			return strconv.Itoa(n)
+		}
+		return "auto"
 	}
-	if o.ItemsPerMessage > 0 {
-		add("items_per_message", strconv.Itoa(o.ItemsPerMessage))
-	}
+	add("max_in_flight", orAuto(o.MaxInFlight))
+	add("items_per_message", orAuto(o.ItemsPerMessage))
 	if o.MaxAttempts > 0 {
 		add("max_attempts", strconv.Itoa(o.MaxAttempts))
 	}
