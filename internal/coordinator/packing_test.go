@@ -52,6 +52,27 @@ func (c *counter) handle(ctx context.Context, input json.RawMessage) (json.RawMe
 
 func (c *counter) register(w *worker.Worker) { w.HandleFunc("count", c.handle) }
 
+// holdFrom holds every item from first on until the returned function (or
+// the test's end) releases them.
+func (c *counter) holdFrom(t *testing.T, first int) (release func()) {
+	released := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(released) }) }
+	t.Cleanup(release)
+	c.hold = func(ctx context.Context, item int) error {
+		if item < first {
+			return nil
+		}
+		select {
+		case <-released:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return release
+}
+
 // workWatch counts the work messages of one activity as the server routes
 // them (a core subscription sees every publish, stored or not).
 type workWatch struct {
@@ -254,21 +275,7 @@ func TestLostAutoPackedGroupIsUnpacked(t *testing.T) {
 	env.Coordinator(nil)
 	const holdFrom = packTotal - 400
 	c := newCounter(packTotal)
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	open := func() { releaseOnce.Do(func() { close(release) }) }
-	t.Cleanup(open)
-	c.hold = func(ctx context.Context, item int) error {
-		if item < holdFrom {
-			return nil
-		}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	open := c.holdFrom(t, holdFrom)
 	env.Worker(c.register, worker.WithConcurrency(1), worker.WithPrefetch(1), worker.WithAckWait(time.Second))
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(packTotal)})
 
@@ -370,20 +377,8 @@ func TestAutoPackedBatchGetsAWiderWindow(t *testing.T) {
 	env := testenv.Server(t)
 	env.Coordinator(nil)
 	const fast = 64 // the results the packing decision waits for
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
 	c := newCounter(packTotal)
-	c.hold = func(ctx context.Context, item int) error {
-		if item < fast {
-			return nil
-		}
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	c.holdFrom(t, fast)
 	env.Worker(c.register, worker.WithConcurrency(2))
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(packTotal)})
 	st := waitState(t, env, r.BatchID, 30*time.Second, "a window of 64 groups published", func(st *messages.BatchState) bool {
