@@ -288,6 +288,14 @@ type LatencyRow struct {
 	FanoutSubmitP50 float64   `json:"fanout_submit_reply_p50_ms"`
 	FanoutMS        []float64 `json:"fanout_ms"`
 	RawMS           []float64 `json:"raw_ms"`
+	// CPU time of the whole process (server included) and messages into
+	// and out of the server, per batch.
+	FanoutCPUMS   float64 `json:"fanout_cpu_ms_per_batch"`
+	RawCPUMS      float64 `json:"raw_cpu_ms_per_batch"`
+	FanoutMsgsIn  float64 `json:"fanout_server_msgs_in_per_batch"`
+	FanoutMsgsOut float64 `json:"fanout_server_msgs_out_per_batch"`
+	RawMsgsIn     float64 `json:"raw_server_msgs_in_per_batch"`
+	RawMsgsOut    float64 `json:"raw_server_msgs_out_per_batch"`
 }
 
 // BatchingRow is (e).
@@ -466,7 +474,11 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 		return fmt.Errorf("raw latency: %w", err)
 	}
 	payloads := rawPayloads(cfg.LatencyItems, cfg.ItemSize)
+	var cost batchCost
 	for i := range warmup + cfg.LatencyBatches {
+		if i == warmup {
+			cost.start(srv)
+		}
 		d, err := rig.roundTrip(ctx, payloads)
 		if err != nil {
 			rig.close()
@@ -476,6 +488,7 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 			row.RawMS = append(row.RawMS, ms(d))
 		}
 	}
+	row.RawCPUMS, row.RawMsgsIn, row.RawMsgsOut = cost.perBatch(srv, cfg.LatencyBatches)
 	rig.close()
 
 	dep, err := startFanout(ctx, srv.url, fanoutPrefix, cfg, true)
@@ -486,6 +499,9 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 	items := makeItems(cfg.LatencyItems, cfg.ItemSize)
 	var submits []float64
 	for i := range warmup + cfg.LatencyBatches {
+		if i == warmup {
+			cost.start(srv)
+		}
 		br, err := dep.batch(ctx, items, batchOptions(cfg), false)
 		if err != nil {
 			return fmt.Errorf("fanout latency: %w", err)
@@ -495,14 +511,32 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 			submits = append(submits, br.phases.SubmitReplyMS)
 		}
 	}
+	row.FanoutCPUMS, row.FanoutMsgsIn, row.FanoutMsgsOut = cost.perBatch(srv, cfg.LatencyBatches)
 	row.FanoutSubmitP50 = percentile(submits, 50)
 	row.RawP50, row.RawP99 = percentile(row.RawMS, 50), percentile(row.RawMS, 99)
 	row.FanoutP50, row.FanoutP99 = percentile(row.FanoutMS, 50), percentile(row.FanoutMS, 99)
 	row.RatioP50 = row.FanoutP50 / row.RawP50
 	logf("latency of %d-item batches: fanout p50 %.2f ms p99 %.2f ms; raw p50 %.2f ms p99 %.2f ms",
 		row.Items, row.FanoutP50, row.FanoutP99, row.RawP50, row.RawP99)
+	logf("per %d-item batch: fanout %.2f ms CPU, server %.1f msgs in, %.1f out; raw %.2f ms CPU, %.1f in, %.1f out",
+		row.Items, row.FanoutCPUMS, row.FanoutMsgsIn, row.FanoutMsgsOut, row.RawCPUMS, row.RawMsgsIn, row.RawMsgsOut)
 	rep.Latency = row
 	return nil
+}
+
+// batchCost is what a run of small batches cost the whole process (CPU,
+// server included) and the server (messages), for (d): with two cores a
+// small batch's latency follows its CPU.
+type batchCost struct {
+	cpu  time.Duration
+	msgs msgCounts
+}
+
+func (c *batchCost) start(srv *benchServer) { c.cpu, c.msgs = cpuTime(), srv.msgCounts() }
+
+func (c *batchCost) perBatch(srv *benchServer, batches int) (cpuMS, in, out float64) {
+	m, n := srv.msgCounts(), float64(batches)
+	return ms(cpuTime()-c.cpu) / n, float64(m.in-c.msgs.in) / n, float64(m.out-c.msgs.out) / n
 }
 
 // runBatching measures (e): one batch of the largest size with

@@ -74,7 +74,8 @@ func TestTiny(t *testing.T) {
 		t.Fatalf("phases %+v", ph)
 	}
 	l := rep.Latency
-	if len(l.FanoutMS) != 3 || len(l.RawMS) != 3 || l.FanoutP50 <= 0 || l.RawP50 <= 0 {
+	if len(l.FanoutMS) != 3 || len(l.RawMS) != 3 || l.FanoutP50 <= 0 || l.RawP50 <= 0 ||
+		l.FanoutCPUMS <= 0 || l.RawCPUMS <= 0 || l.RawMsgsIn < float64(2*l.Items) || l.FanoutMsgsOut < float64(l.Items) {
 		t.Fatalf("latency row %+v", l)
 	}
 	if rep.Batching.Measured || rep.Batching.Reason == "" {

@@ -48,12 +48,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if l := r.Latency; l.Batches > 0 {
 		k := strconv.Itoa(l.Items)
 		b := fmt.Sprintf("%d×%s", l.Batches, k)
-		t.add("(d) fanout "+k+"-item batch p50", b, fmt.Sprintf("%.2f", l.FanoutP50), "ms", "", "")
+		perItem := func(cpuMS float64) string { return f1(cpuMS * 1000 / float64(l.Items)) }
+		t.add("(d) fanout "+k+"-item batch p50", b, fmt.Sprintf("%.2f", l.FanoutP50), "ms", perItem(l.FanoutCPUMS), "")
 		t.add("(d) fanout "+k+"-item batch p99", b, fmt.Sprintf("%.2f", l.FanoutP99), "ms", "", "")
 		t.add("    of which until the submit reply, p50", b, fmt.Sprintf("%.2f", l.FanoutSubmitP50), "ms", "", "")
-		t.add("(d) raw "+k+"-item round trip p50", b, fmt.Sprintf("%.2f", l.RawP50), "ms", "", "")
+		t.add("(d) raw "+k+"-item round trip p50", b, fmt.Sprintf("%.2f", l.RawP50), "ms", perItem(l.RawCPUMS), "")
 		t.add("(d) raw "+k+"-item round trip p99", b, fmt.Sprintf("%.2f", l.RawP99), "ms", "", "")
-		t.add(fmt.Sprintf("(d) fanout p50 ÷ raw p50  (target ≤ %.0f)", TargetLatencyX), "", fmt.Sprintf("%.1f", l.RatioP50), "×", "", "")
+		cpuRatio := ""
+		if l.RawCPUMS > 0 {
+			cpuRatio = fmt.Sprintf("%.1f", l.FanoutCPUMS/l.RawCPUMS)
+		}
+		t.add(fmt.Sprintf("(d) fanout p50 ÷ raw p50  (target ≤ %.0f)", TargetLatencyX), "", fmt.Sprintf("%.1f", l.RatioP50), "×", cpuRatio, "")
 	}
 	b := r.Batching
 	label, n, val, unit := "(e) fanout with items_per_message", "", "n/a", ""
@@ -84,7 +89,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	var notes []string
 	if len(r.Rows) > 0 {
-		notes = append(notes, "CPU µs/item is the whole process's CPU time (server included) per item; on the (c) line it is raw ÷ fanout")
+		notes = append(notes, "CPU µs/item is the whole process's CPU time (server included) per item; on the (c) line it is raw ÷ fanout, on the (d) ratio line fanout ÷ raw (a small batch's latency follows its CPU on two cores)")
 	}
 	if !b.Measured && b.Reason != "" {
 		notes = append(notes, "(e) "+b.Reason)
