@@ -27,9 +27,17 @@ type itemReader struct {
 	file string // the downloaded object, removed by Close
 	rc   io.ReadCloser
 	br   *bufio.Reader
-	pos  int // index of the next line br returns
-	line int // line number, for errors
+	pos  int   // index of the next item br returns
+	off  int64 // offset in the object of what br returns next
+	// marks[k] is where item k×itemMarkEvery starts (or a blank line
+	// before it), so that going back (unpacking a group, a publish to
+	// retry) reads from the closest mark, not from the object's start.
+	marks []int64
 }
+
+// itemMarkEvery is how many items apart the offsets kept for going back
+// are: 1,000,000 items keep 977 of them.
+const itemMarkEvery = 1024
 
 func inlineItems(items []json.RawMessage) *itemReader { return &itemReader{inline: items} }
 
@@ -83,7 +91,9 @@ func (c *Coordinator) bucketOf(ref *messages.ObjectRef) string {
 	return c.names.BlobBucket()
 }
 
-// Item returns item i. Calls for increasing i read the object once.
+// Item returns item i. Calls for increasing i read the object once; going
+// back, or forward again over items read before, starts from the closest
+// kept offset before i.
 func (r *itemReader) Item(i int) (json.RawMessage, error) {
 	if r.open == nil {
 		if i < 0 || i >= len(r.inline) {
@@ -102,15 +112,30 @@ func (r *itemReader) Item(i int) (json.RawMessage, error) {
 }
 
 func (r *itemReader) seek(i int) (json.RawMessage, error) {
-	if r.br == nil || i < r.pos {
+	if r.br == nil || i < r.pos || (i/itemMarkEvery > r.pos/itemMarkEvery && i/itemMarkEvery < len(r.marks)) {
+		// Open it where the closest mark before i is: back, or forward
+		// past items read before (back to the window after an unpack).
 		r.closeReader()
 		rc, err := r.open()
 		if err != nil {
 			return nil, err
 		}
-		r.rc, r.br, r.pos, r.line = rc, bufio.NewReaderSize(rc, 64*1024), 0, 0
+		pos, off := 0, int64(0)
+		if k := min(i/itemMarkEvery, len(r.marks)-1); k > 0 {
+			if s, ok := rc.(io.Seeker); ok {
+				if _, err := s.Seek(r.marks[k], io.SeekStart); err != nil {
+					rc.Close()
+					return nil, err
+				}
+				pos, off = k*itemMarkEvery, r.marks[k]
+			}
+		}
+		r.rc, r.br, r.pos, r.off = rc, bufio.NewReaderSize(rc, 64*1024), pos, off
 	}
 	for {
+		if r.pos%itemMarkEvery == 0 && r.pos/itemMarkEvery == len(r.marks) {
+			r.marks = append(r.marks, r.off)
+		}
 		b, err := r.nextLine()
 		if err != nil {
 			return nil, err
@@ -129,7 +154,7 @@ var errItemsEnded = errors.New("items object ended early")
 func (r *itemReader) nextLine() (json.RawMessage, error) {
 	for {
 		line, err := r.br.ReadBytes('\n')
-		r.line++
+		r.off += int64(len(line))
 		b := bytes.TrimSpace(line)
 		if len(b) > 0 {
 			return append(json.RawMessage(nil), b...), nil
