@@ -30,8 +30,8 @@ type itemReader struct {
 	pos  int   // index of the next item br returns
 	off  int64 // offset in the object of what br returns next
 	// marks[k] is where item k×itemMarkEvery starts (or a blank line
-	// before it), so that going back (unpacking a group, a publish to
-	// retry) reads from the closest mark, not from the object's start.
+	// before it), so that going back (unpacking a group) or reopening
+	// after a read error reads from the closest mark, not the start.
 	marks []int64
 }
 
