@@ -29,8 +29,8 @@ type optionFlags struct {
 
 func (o *optionFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "items of the batch out with workers at once (default 256)")
-	fs.IntVar(&o.itemsPerMessage, "items-per-message", 0, "items packed into one work message (default 1)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 0, "items of the batch out with workers at once (default: auto, 256, or 64 groups once the coordinator packs the batch)")
+	fs.IntVar(&o.itemsPerMessage, "items-per-message", 0, "items packed into one work message (default: auto, packed by the coordinator once the items prove fast; 1 never packs)")
 	fs.IntVar(&o.maxAttempts, "max-attempts", 0, "attempts per item, the first included (default 3)")
 	fs.StringVar(&o.backoff, "backoff", "", "delays before the 2nd, 3rd, ... attempt, comma separated; the last repeats (default 1s,5s,30s)")
 	fs.DurationVar(&o.itemTimeout, "item-timeout", 0, "longest run of one attempt (default 5m)")

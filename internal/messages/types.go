@@ -79,8 +79,9 @@ type StepSpec struct {
 	Input    json.RawMessage `json:"input,omitempty"`
 }
 
-// Options tune a batch. Zero values take the documented defaults; see
-// Options.WithDefaults.
+// Options tune a batch. Zero values take the documented defaults (see
+// Options.WithDefaults); for MaxInFlight and ItemsPerMessage zero stays and
+// means automatic (BatchState.Window, auto packing).
 type Options struct {
 	MaxInFlight             int           `json:"max_in_flight,omitempty"`
 	ItemsPerMessage         int           `json:"items_per_message,omitempty"`
