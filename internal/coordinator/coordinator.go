@@ -76,6 +76,11 @@ type Config struct {
 	// Default 16; 1 turns auto packing off.
 	AutoPack int
 
+	// PushWindow is how long a new batch small enough to keep its results
+	// in memory counts the results the results stream republishes, before
+	// it recounts them from a consumer (see pushResults). Default 1s.
+	PushWindow time.Duration
+
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
@@ -122,6 +127,9 @@ func (c Config) withDefaults() Config {
 	if c.AutoPack == 0 {
 		c.AutoPack = DefaultAutoPack
 	}
+	if c.PushWindow == 0 {
+		c.PushWindow = time.Second
+	}
 	return c
 }
 
@@ -142,6 +150,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("max items %d: must be at least 1", c.MaxItems)
 	case c.CheckpointInterval < time.Millisecond || c.CheckpointEvery < 1:
 		return fmt.Errorf("checkpoint interval %s / every %d: must be positive", c.CheckpointInterval, c.CheckpointEvery)
+	case c.PushWindow < time.Millisecond:
+		return fmt.Errorf("push window %s: must be at least 1ms", c.PushWindow)
 	case c.AutoPack < 1 || c.AutoPack > messages.MaxItemsPerMessage:
 		return fmt.Errorf("auto pack %d: must be 1 (off) to %d", c.AutoPack, messages.MaxItemsPerMessage)
 	case c.DefaultTimeout < 0 || (c.DefaultTimeout > 0 && c.DefaultTimeout < time.Millisecond):

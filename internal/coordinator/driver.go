@@ -54,7 +54,7 @@ type driver struct {
 	lastProgress time.Time
 	progressDone int // items done at the last progress event
 	pokes        chan struct{}
-	resultsIn    chan jetstream.Msg
+	resultsIn    chan resultMsg
 	stopResults  func()         // stops reading results; safe to call twice
 	early        *resultsReader // started at accept, for consumeResults
 	first        *driver        // the first window, published at accept
@@ -66,7 +66,13 @@ type driver struct {
 
 	// Auto packing (packing.go): handler times of the first results, and
 	// unpack requests waiting to be handled.
-	fresh       bool // this driver has driven the batch from its acceptance
+	fresh bool // this driver has driven the batch from its acceptance
+	// pushed: results come from the stream's republish (see pushResults),
+	// and checkpoints keep the counts at zero until they come from a
+	// consumer again (see leavePush). metered holds the results whose
+	// metrics were recorded before a recount.
+	pushed      bool
+	metered     *aggregate.Results
 	packDecided bool
 	sampled     int
 	sampledMS   float64
@@ -207,6 +213,8 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 		if err != nil {
 			return err
 		}
+		// A predecessor's unconfirmed counts are recounted from LastSeq.
+		st.Unconfirmed = nil
 		if st.TokenSeq != tokenSeq {
 			d.log.Warn().Uint64("token_seq", tokenSeq).Uint64("want_seq", st.TokenSeq).Msg("removing a duplicate batch token")
 			_ = d.tok.TermWithReason("duplicate batch token")
@@ -284,7 +292,7 @@ func (d *driver) run(ctx context.Context) error {
 	if err := d.consumeResults(ctx); err != nil {
 		return err
 	}
-	defer d.stopResults()
+	defer func() { d.stopResults() }()
 	switch st.Phase {
 	case messages.PhaseSource:
 		if err := d.publishStep(ctx, messages.StepSource); err != nil {
@@ -306,6 +314,12 @@ func (d *driver) run(ctx context.Context) error {
 	defer saveTick.Stop()
 	stateTick := time.NewTicker(d.c.cfg.Lease / 4)
 	defer stateTick.Stop()
+	var pushEnd <-chan time.Time
+	if d.pushed {
+		t := time.NewTimer(d.c.cfg.PushWindow)
+		defer t.Stop()
+		pushEnd = t.C
+	}
 
 	for {
 		if err := d.handleUnpacks(ctx); err != nil {
@@ -379,6 +393,10 @@ func (d *driver) run(ctx context.Context) error {
 				return err
 			}
 			d.fill(ctx)
+		case <-pushEnd:
+			if err := d.leavePush(ctx); err != nil {
+				return err
+			}
 		case <-deadline:
 			return d.finish(ctx, messages.StatusTimedOut, fmt.Sprintf("the batch timeout of %s passed", st.Options.Timeout.Std()))
 		}
@@ -401,7 +419,7 @@ func (d *driver) consumeResults(ctx context.Context) error {
 			r.stop()
 			return ctx.Err()
 		}
-		if r.err != nil || d.st.LastSeq != 0 {
+		if r.err != nil || d.st.LastSeq != 0 || (r.pushed && !d.pushable()) {
 			r.stop()
 			r = nil
 		}
@@ -413,23 +431,106 @@ func (d *driver) consumeResults(ctx context.Context) error {
 			return r.err
 		}
 	}
-	d.resultsIn, d.stopResults = r.in, r.stop
+	d.resultsIn, d.stopResults, d.pushed = r.in, r.stop, r.pushed
 	return nil
+}
+
+// pushable reports whether the batch may count results from the stream's
+// republish: it is new, runs no steps, and keeps its results in memory.
+func (d *driver) pushable() bool {
+	return d.results != nil && d.st.LastSeq == 0 && d.st.Succeeded+d.st.Failed == 0 &&
+		d.req.Source == nil && d.req.Reduce == nil
+}
+
+// leavePush goes back to counting from the results stream, from the start:
+// a republished result can be lost on the way (a slow subscriber, a
+// reconnect, a cluster route), so what push counted is dropped and
+// recounted from the stored results.
+func (d *driver) leavePush(ctx context.Context) error {
+	d.stopResults()
+	d.pushed = false
+	d.metered = d.results
+	d.results = aggregate.NewResults(d.st.Total)
+	d.st.Succeeded, d.st.Failed, d.st.LastSeq = 0, 0, 0
+	d.unpacks, d.step = nil, nil
+	d.dirty = true
+	r := d.c.readResults(d.batch, 0)
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
+		r.stop()
+		return ctx.Err()
+	}
+	if r.err != nil {
+		return r.err
+	}
+	d.resultsIn, d.stopResults = r.in, r.stop
+	d.log.Debug().Msg("results: recounting from the stream")
+	return nil
+}
+
+// resultMsg is a result read from the results stream: its subject, body
+// and stream sequence.
+type resultMsg struct {
+	subject string
+	data    []byte
+	seq     uint64
 }
 
 // resultsReader delivers a batch's results in stream order.
 type resultsReader struct {
-	ready chan struct{} // closed when the reader runs, or err is set
-	err   error
-	in    chan jetstream.Msg
-	stop  func() // safe to call twice
+	ready  chan struct{} // closed when the reader runs, or err is set
+	err    error
+	in     chan resultMsg
+	stop   func() // safe to call twice
+	pushed bool   // see pushResults
+}
+
+// pushResults follows a new batch's results as the results stream
+// republishes them (topology's RePublish): a core NATS subscription, much
+// cheaper than a consumer. The server republishes each result once it is
+// stored, in stream order, with its sequence, so counting them is
+// counting the stream, unless one is lost on the way: after PushWindow the
+// driver recounts from a consumer (leavePush). Batches that end sooner,
+// most small ones, never create a consumer.
+// It must be called before the batch's first work message is published
+// on the same connection, so that the server has the subscription before
+// any result exists.
+func (c *Coordinator) pushResults(batch string) *resultsReader {
+	r := &resultsReader{ready: make(chan struct{}), in: make(chan resultMsg, 1024), pushed: true}
+	defer close(r.ready)
+	stop := make(chan struct{})
+	stream := c.names.ResultsStream()
+	sub, err := c.nc.Subscribe(c.names.StoredResultBatchFilter(batch), func(m *nats.Msg) {
+		if m.Header.Get(jetstream.StreamHeader) != stream {
+			return
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+		if err != nil {
+			return
+		}
+		select {
+		case r.in <- resultMsg{subject: m.Header.Get(jetstream.SubjectHeader), data: m.Data, seq: seq}:
+		case <-stop:
+		}
+	})
+	if err != nil {
+		r.err = fmt.Errorf("results subscription: %w", err)
+		r.stop = func() {}
+		return r
+	}
+	r.stop = sync.OnceFunc(func() {
+		close(stop)
+		_ = sub.Unsubscribe()
+	})
+	return r
 }
 
 // readResults starts reading a batch's results after stream sequence
 // lastSeq. Creating the consumer is a slow round trip (about half a
 // millisecond here), so the accepting coordinator starts it at once.
 func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
-	r := &resultsReader{ready: make(chan struct{}), in: make(chan jetstream.Msg, 1024)}
+	r := &resultsReader{ready: make(chan struct{}), in: make(chan resultMsg, 1024)}
 	stop := make(chan struct{})
 	var cc jetstream.ConsumeContext
 	var mu sync.Mutex
@@ -464,8 +565,12 @@ func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
 		default:
 		}
 		cc, err = cons.Consume(func(m jetstream.Msg) {
+			meta, err := m.Metadata()
+			if err != nil {
+				return
+			}
 			select {
-			case r.in <- m:
+			case r.in <- resultMsg{subject: m.Subject(), data: m.Data(), seq: meta.Sequence.Stream}:
 			case <-stop:
 			}
 		}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -478,18 +583,14 @@ func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
 	return r
 }
 
-func (d *driver) onResult(m jetstream.Msg) {
-	meta, err := m.Metadata()
-	if err != nil {
-		return
-	}
+func (d *driver) onResult(m resultMsg) {
 	var res messages.ResultMessage
-	if err := messages.Decode(m.Data(), &res); err != nil {
+	if err := messages.Decode(m.data, &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}
 	}
-	if _, first, ok := d.c.names.ParseUnpackRequest(m.Subject()); ok {
-		if meta.Sequence.Stream > d.st.LastSeq { // else handled before a checkpoint
-			u := unpackRequest{first: first, attempt: 1, seq: meta.Sequence.Stream}
+	if _, first, ok := d.c.names.ParseUnpackRequest(m.subject); ok {
+		if m.seq > d.st.LastSeq { // else handled before a checkpoint
+			u := unpackRequest{first: first, attempt: 1, seq: m.seq}
 			if res.Unpack != nil {
 				u.attempt = res.Unpack.Attempt
 			}
@@ -497,19 +598,21 @@ func (d *driver) onResult(m jetstream.Msg) {
 		}
 		return
 	}
-	if _, step, ok := d.c.names.ParseStepResult(m.Subject()); ok {
-		d.st.LastSeq = max(d.st.LastSeq, meta.Sequence.Stream)
+	if _, step, ok := d.c.names.ParseStepResult(m.subject); ok {
+		d.st.LastSeq = max(d.st.LastSeq, m.seq)
 		d.step = &stepResult{step: step, res: res}
 		d.sinceSave++
 		d.dirty = true
 		return
 	}
-	_, item, ok := d.c.names.ParseResultSubject(m.Subject())
+	_, item, ok := d.c.names.ParseResultSubject(m.subject)
 	if !ok {
 		item = -1
 	}
-	if aggregate.Apply(d.st, meta.Sequence.Stream, item, res.OK) {
-		d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
+	if aggregate.Apply(d.st, m.seq, item, res.OK) {
+		if d.metered == nil || !d.metered.Has(item) {
+			d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
+		}
 		d.observe(&res)
 		if d.results != nil {
 			d.results.Add(&res, item)
@@ -519,7 +622,7 @@ func (d *driver) onResult(m jetstream.Msg) {
 			d.live = nil
 		}
 	} else if item < 0 || item >= d.st.Total {
-		d.log.Warn().Str("subject", m.Subject()).Msg("ignoring a result for an item this batch does not have")
+		d.log.Warn().Str("subject", m.subject).Msg("ignoring a result for an item this batch does not have")
 	}
 	d.sinceSave++
 	d.dirty = true
@@ -759,7 +862,18 @@ func (d *driver) checkpoint(ctx context.Context) error {
 	d.st.Published = max(d.st.Published, d.published())
 	d.st.UpdatedAt = time.Now().UTC()
 	for {
-		rev, err := d.c.state.Update(ctx, d.st, d.rev)
+		saved := d.st
+		if d.pushed {
+			// Push counts may have missed a result (see pushResults): a
+			// checkpoint keeps the counts where the push began, zero, and
+			// a driver resuming from it recounts from the stream. Status
+			// shows them as unconfirmed.
+			cp := *d.st
+			cp.Unconfirmed = &messages.Counts{Succeeded: cp.Succeeded, Failed: cp.Failed}
+			cp.Succeeded, cp.Failed, cp.LastSeq = 0, 0, 0
+			saved = &cp
+		}
+		rev, err := d.c.state.Update(ctx, saved, d.rev)
 		if err == nil {
 			d.c.cfg.Metrics.Checkpointed(d.sinceSave)
 			d.rev, d.dirty, d.sinceSave = rev, false, 0
@@ -829,6 +943,9 @@ func (d *driver) publishProgress() {
 // queued work if it ended early, and publishes the aggregate.
 func (d *driver) finish(ctx context.Context, status messages.Status, reason string) error {
 	d.stopResults()
+	// Counts pushed so far are exact for what they include: each stored
+	// result is republished once and counted once, so they are saved.
+	d.pushed = false
 	d.confirmPublishes(ctx)
 	d.st.Status = status
 	d.st.Reason = reason

@@ -106,7 +106,8 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 			req.Options.Timeout = messages.Duration(c.cfg.retention())
 		}
 	}
-	if req.ID == "" {
+	ownID := req.ID == ""
+	if ownID {
 		req.ID = uuid.NewString()
 	}
 	body, err := messages.EncodeBatchRequest(&req)
@@ -116,8 +117,42 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff := c.expectToken(req.ID)
-	ack, err := c.js.Publish(ctx, c.names.Token(req.ID), body, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	handOff := c.expectToken(req.ID, c.pushable(&req))
+	now := time.Now().UTC()
+	st := &messages.BatchState{
+		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
+		Total: total, Options: req.Options, ItemsRef: req.ItemsRef,
+		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
+		// Epoch 1 without an owner: the epoch of whichever coordinator
+		// gets the token's first delivery (see acceptedBatch and load).
+		Epoch: 1, StartedAt: now,
+	}
+	if req.Source != nil {
+		st.Phase = messages.PhaseSource
+	}
+	token := nats.NewMsg(c.names.Token(req.ID))
+	token.Data = body
+	fut, err := c.js.PublishMsgAsync(token, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	if err != nil {
+		handOff(nil, 0, nil)
+		return nil, unavailable(err)
+	}
+	// The first window goes out with the token when this coordinator made
+	// the id: no other request can have it, so if the token is not stored
+	// the work runs for nothing and nobody counts it. With the client's
+	// id, a concurrent submit of the same id with other items could get
+	// its items mixed in, so the window waits for the token.
+	var first *driver
+	if ownID {
+		first = c.firstWindow(ctx, &req, st)
+	}
+	var ack *jetstream.PubAck
+	select {
+	case ack = <-fut.Ok():
+	case err = <-fut.Err():
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		// A concurrent submit of the same id stored its token first.
 		handOff(nil, 0, nil)
@@ -127,21 +162,12 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 		handOff(nil, 0, nil)
 		return nil, unavailable(err)
 	}
-	now := time.Now().UTC()
-	st := &messages.BatchState{
-		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
-		Total: total, Options: req.Options, TokenSeq: ack.Sequence, ItemsRef: req.ItemsRef,
-		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
-		// Epoch 1 without an owner: the epoch of whichever coordinator
-		// gets the token's first delivery (see acceptedBatch and load).
-		Epoch: 1, StartedAt: now,
+	st.TokenSeq = ack.Sequence
+	if !ownID {
+		// The token is stored, so the batch will run whatever happens
+		// now: the first window goes out while the state is created.
+		first = c.firstWindow(ctx, &req, st)
 	}
-	if req.Source != nil {
-		st.Phase = messages.PhaseSource
-	}
-	// The first window goes out while the state is being created: the
-	// token is stored, so the batch will run whatever happens now.
-	first := c.firstWindow(ctx, &req, st)
 	rev, err := c.state.Create(ctx, st)
 	if errors.Is(err, aggregate.ErrExists) {
 		// The driver got the token first and created the state.
@@ -173,8 +199,13 @@ type acceptedBatch struct {
 // expectToken registers a batch about to be accepted. The returned
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
-func (c *Coordinator) expectToken(batch string) func(*messages.BatchState, uint64, *driver) {
-	ab := &acceptedBatch{ready: make(chan struct{}), results: c.readResults(batch, 0)}
+func (c *Coordinator) expectToken(batch string, push bool) func(*messages.BatchState, uint64, *driver) {
+	ab := &acceptedBatch{ready: make(chan struct{})}
+	if push {
+		ab.results = c.pushResults(batch)
+	} else {
+		ab.results = c.readResults(batch, 0)
+	}
 	c.accepted.Store(batch, ab)
 	return func(st *messages.BatchState, rev uint64, first *driver) {
 		if st != nil {
@@ -195,6 +226,13 @@ func (c *Coordinator) expectToken(batch string) func(*messages.BatchState, uint6
 			}
 		})
 	}
+}
+
+// pushable reports whether a new batch's results may be followed by push
+// (see pushResults): its items are inline and few enough to keep their
+// results in memory, and it has no steps. The driver checks again.
+func (c *Coordinator) pushable(req *messages.BatchRequest) bool {
+	return req.ItemsRef == nil && req.Source == nil && req.Reduce == nil && len(req.Items) <= c.cfg.InMemoryResults
 }
 
 // takeAccepted returns the state this coordinator created for the batch

@@ -187,6 +187,9 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	}
 	coord.Subscribe = append(coord.Subscribe,
 		n.PokeAll(),
+		// Results the results stream republishes once stored (only the
+		// server publishes there): how a new small batch is followed.
+		n.StoredResultAll(),
 		o.InboxPrefix(Coordinator)+".>",
 	)
 	coord.Responses = &Responses{MaxMsgs: 1, Expires: o.ResponseExpiry}

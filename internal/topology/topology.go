@@ -66,25 +66,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 		dst *jetstream.Stream
 		cfg jetstream.StreamConfig
 	}{
-		{&h.Work, jetstream.StreamConfig{
-			Name:        n.WorkStream(),
-			Description: "fanout work: one message per item (or group of items), removed when a worker acks it",
-			Subjects:    []string{n.WorkAll()},
-			Retention:   jetstream.WorkQueuePolicy,
-			Duplicates:  2 * time.Minute,
-		}},
-		{&h.Results, jetstream.StreamConfig{
-			Name:        n.ResultsStream(),
-			Description: "fanout results: one message per item; the server refuses a second",
-			Subjects:    []string{n.ResultAll()},
-			Retention:   jetstream.LimitsPolicy,
-			// The exactly-once guard: one message per item subject, and a
-			// second publish is refused rather than replacing the first.
-			MaxMsgsPerSubject:    1,
-			Discard:              jetstream.DiscardNew,
-			DiscardNewPerSubject: true,
-			MaxAge:               cfg.Retention,
-		}},
+		{&h.Work, workStream(n)},
+		{&h.Results, resultsStream(n, cfg)},
 		{&h.Done, jetstream.StreamConfig{
 			Name:                 n.DoneStream(),
 			Description:          "fanout aggregates: one per finished batch",
@@ -111,8 +94,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 		}},
 	}
 	for _, s := range streams {
-		s.cfg.Storage = cfg.storage()
-		s.cfg.Replicas = cfg.Replicas
+		s.cfg.Storage, s.cfg.Replicas = cfg.storage(), cfg.Replicas
 		if *s.dst, err = ensureStream(ctx, js, s.cfg, cfg.Update); err != nil {
 			return nil, fmt.Errorf("stream %s: %w", s.cfg.Name, err)
 		}
@@ -207,21 +189,46 @@ func retry[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, 
 // access to the other stores.
 func EnsureWorker(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg Config) (jetstream.Stream, error) {
 	cfg = cfg.withDefaults()
-	work, err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name: n.WorkStream(), Subjects: []string{n.WorkAll()}, Retention: jetstream.WorkQueuePolicy,
-		Duplicates: 2 * time.Minute, Storage: cfg.storage(), Replicas: cfg.Replicas,
-	}, false)
+	ws, rs := workStream(n), resultsStream(n, cfg)
+	ws.Storage, ws.Replicas = cfg.storage(), cfg.Replicas
+	rs.Storage, rs.Replicas = cfg.storage(), cfg.Replicas
+	work, err := ensureStream(ctx, js, ws, false)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", n.WorkStream(), err)
 	}
-	if _, err := ensureStream(ctx, js, jetstream.StreamConfig{
-		Name: n.ResultsStream(), Subjects: []string{n.ResultAll()}, Retention: jetstream.LimitsPolicy,
-		MaxMsgsPerSubject: 1, Discard: jetstream.DiscardNew, DiscardNewPerSubject: true,
-		MaxAge: cfg.Retention, Storage: cfg.storage(), Replicas: cfg.Replicas,
-	}, false); err != nil {
+	if _, err := ensureStream(ctx, js, rs, false); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
 	}
 	return work, nil
+}
+
+func workStream(n messages.Names) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        n.WorkStream(),
+		Description: "fanout work: one message per item (or group of items), removed when a worker acks it",
+		Subjects:    []string{n.WorkAll()},
+		Retention:   jetstream.WorkQueuePolicy,
+		Duplicates:  2 * time.Minute,
+	}
+}
+
+func resultsStream(n messages.Names, cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        n.ResultsStream(),
+		Description: "fanout results: one message per item; the server refuses a second",
+		Subjects:    []string{n.ResultAll()},
+		Retention:   jetstream.LimitsPolicy,
+		// The exactly-once guard: one message per item subject, and a
+		// second publish is refused rather than replacing the first.
+		MaxMsgsPerSubject:    1,
+		Discard:              jetstream.DiscardNew,
+		DiscardNewPerSubject: true,
+		MaxAge:               cfg.Retention,
+		// Each stored result is also sent on StoredResultAll, with its
+		// stream sequence, so that a coordinator can follow a new small
+		// batch with a subscription instead of creating a consumer.
+		RePublish: &jetstream.RePublish{Source: n.ResultAll(), Destination: n.StoredResultAll()},
+	}
 }
 
 // ReaderIdle is the inactive threshold of the short-lived ordered
