@@ -25,7 +25,6 @@ func main() {
 	f.Int(&cfg.CheckpointEvery, "checkpoint-every", "FANOUT_CHECKPOINT_EVERY", 1000, "most results counted between two checkpoints")
 	f.Duration(&cfg.ProgressInterval, "progress-interval", "FANOUT_PROGRESS_INTERVAL", 250*time.Millisecond, "least time between two progress events of a batch")
 	f.Int(&cfg.ClaimCheckBytes, "claim-check-bytes", "FANOUT_CLAIM_CHECK_BYTES", 256*1024, "item inputs larger than this many bytes travel through the object store instead of inside their work message")
-	f.Duration(&cfg.PushWindow, "push-window", "FANOUT_PUSH_WINDOW", time.Second, "how long a new batch of up to 10,000 inline items counts the results the results stream republishes before it recounts them from a consumer")
 	f.Int(&cfg.AutoPack, "auto-pack", "FANOUT_AUTO_PACK", coordinator.DefaultAutoPack, "largest number of items packed into one work message for batches that do not set items_per_message, once their items prove fast (1: never pack them)")
 	f.Int(&cfg.Topology.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of every stream and bucket (3 in a NATS cluster)")
 	f.Duration(&cfg.Topology.Retention, "retention", "FANOUT_RETENTION", 7*24*time.Hour, "how long finished batches' results, aggregates and state are kept; also the longest batch timeout")

@@ -76,11 +76,6 @@ type Config struct {
 	// Default 16; 1 turns auto packing off.
 	AutoPack int
 
-	// PushWindow is how long a new batch small enough to keep its results
-	// in memory counts the results the results stream republishes, before
-	// it recounts them from a consumer (see pushResults). Default 1s.
-	PushWindow time.Duration
-
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
@@ -127,9 +122,6 @@ func (c Config) withDefaults() Config {
 	if c.AutoPack == 0 {
 		c.AutoPack = DefaultAutoPack
 	}
-	if c.PushWindow == 0 {
-		c.PushWindow = time.Second
-	}
 	return c
 }
 
@@ -150,8 +142,6 @@ func (c Config) validate() error {
 		return fmt.Errorf("max items %d: must be at least 1", c.MaxItems)
 	case c.CheckpointInterval < time.Millisecond || c.CheckpointEvery < 1:
 		return fmt.Errorf("checkpoint interval %s / every %d: must be positive", c.CheckpointInterval, c.CheckpointEvery)
-	case c.PushWindow < time.Millisecond:
-		return fmt.Errorf("push window %s: must be at least 1ms", c.PushWindow)
 	case c.AutoPack < 1 || c.AutoPack > messages.MaxItemsPerMessage:
 		return fmt.Errorf("auto pack %d: must be 1 (off) to %d", c.AutoPack, messages.MaxItemsPerMessage)
 	case c.DefaultTimeout < 0 || (c.DefaultTimeout > 0 && c.DefaultTimeout < time.Millisecond):
@@ -183,6 +173,9 @@ type Coordinator struct {
 	drivers map[string]*driver
 	subs    []*nats.Subscription
 	tokens  jetstream.MessagesContext
+	direct  *directGets
+	// dropHint, in tests, loses hints of watched batches (watch.go).
+	dropHint func(item int) bool
 
 	runCtx    context.Context
 	cancelRun context.CancelFunc
@@ -329,6 +322,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		}
 		c.subs = append(c.subs, sub)
 	}
+	if c.direct, err = newDirectGets(c.nc); err != nil {
+		return c.fail(err)
+	}
 	poke, err := c.nc.Subscribe(c.names.PokeAll(), c.handlePoke)
 	if err != nil {
 		return c.fail(err)
@@ -403,6 +399,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		}
 		c.tokens.Stop()
 		c.cancelRun()
+		defer c.direct.close()
 		done := make(chan struct{})
 		go func() { c.wg.Wait(); close(done) }()
 		select {

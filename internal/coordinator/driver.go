@@ -64,15 +64,21 @@ type driver struct {
 	resumedFinal bool   // the batch was final when this driver took it
 	itemsErr     error  // the items cannot be read: the batch fails
 
+	// A watched batch (watch.go): hints of published results, and the
+	// reads of stored results they call for.
+	hints     chan int
+	hinted    []bool
+	nHinted   int
+	sinceRead int       // hints since the last read
+	readDue   bool      // read before waiting again
+	lastRead  time.Time // the last read, for the periodic one
+	rereads   int       // reads in a row that found fewer results than hinted
+	readTimer *time.Timer
+	readLater <-chan time.Time
+
 	// Auto packing (packing.go): handler times of the first results, and
 	// unpack requests waiting to be handled.
-	fresh bool // this driver has driven the batch from its acceptance
-	// pushed: results come from the stream's republish (see pushResults),
-	// and checkpoints keep the counts at zero until they come from a
-	// consumer again (see leavePush). metered holds the results whose
-	// metrics were recorded before a recount.
-	pushed      bool
-	metered     *aggregate.Results
+	fresh       bool // this driver has driven the batch from its acceptance
 	packDecided bool
 	sampled     int
 	sampledMS   float64
@@ -213,8 +219,6 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 		if err != nil {
 			return err
 		}
-		// A predecessor's unconfirmed counts are recounted from LastSeq.
-		st.Unconfirmed = nil
 		if st.TokenSeq != tokenSeq {
 			d.log.Warn().Uint64("token_seq", tokenSeq).Uint64("want_seq", st.TokenSeq).Msg("removing a duplicate batch token")
 			_ = d.tok.TermWithReason("duplicate batch token")
@@ -314,14 +318,17 @@ func (d *driver) run(ctx context.Context) error {
 	defer saveTick.Stop()
 	stateTick := time.NewTicker(d.c.cfg.Lease / 4)
 	defer stateTick.Stop()
-	var pushEnd <-chan time.Time
-	if d.pushed {
-		t := time.NewTimer(d.c.cfg.PushWindow)
-		defer t.Stop()
-		pushEnd = t.C
-	}
+	defer func() {
+		if d.readTimer != nil {
+			d.readTimer.Stop()
+		}
+	}()
 
 	for {
+		if d.readDue {
+			d.readStored(ctx)
+			d.fill(ctx)
+		}
 		if err := d.handleUnpacks(ctx); err != nil {
 			return err
 		}
@@ -379,6 +386,9 @@ func (d *driver) run(ctx context.Context) error {
 				}
 			}
 		case <-saveTick.C:
+			if d.hints != nil && (d.sinceRead > 0 || time.Since(d.lastRead) >= watchSafetyRead) {
+				d.readStored(ctx)
+			}
 			d.fill(ctx) // picks up after a publish that failed
 			if err := d.save(ctx); err != nil {
 				return err
@@ -393,10 +403,30 @@ func (d *driver) run(ctx context.Context) error {
 				return err
 			}
 			d.fill(ctx)
-		case <-pushEnd:
-			if err := d.leavePush(ctx); err != nil {
-				return err
+		case item := <-d.hints:
+			d.hint(item)
+			for n := 0; n < 256; n++ {
+				select {
+				case item := <-d.hints:
+					d.hint(item)
+					continue
+				default:
+				}
+				break
 			}
+			if d.readWanted() {
+				d.readStored(ctx)
+			}
+			d.fill(ctx)
+			if d.sinceSave >= d.c.cfg.CheckpointEvery {
+				if err := d.save(ctx); err != nil {
+					return err
+				}
+			}
+		case <-d.readLater:
+			d.readLater = nil
+			d.readStored(ctx)
+			d.fill(ctx)
 		case <-deadline:
 			return d.finish(ctx, messages.StatusTimedOut, fmt.Sprintf("the batch timeout of %s passed", st.Options.Timeout.Std()))
 		}
@@ -419,9 +449,17 @@ func (d *driver) consumeResults(ctx context.Context) error {
 			r.stop()
 			return ctx.Err()
 		}
-		if r.err != nil || d.st.LastSeq != 0 || (r.pushed && !d.pushable()) {
+		if r.err != nil || d.st.LastSeq != 0 || (r.hints != nil) != d.watchable() {
 			r.stop()
 			r = nil
+		}
+	}
+	if r == nil && d.watchable() {
+		r = d.c.watchResults(d.batch)
+		if r.err != nil {
+			r = nil
+		} else {
+			d.readDue = true // results stored before the subscription
 		}
 	}
 	if r == nil {
@@ -431,41 +469,10 @@ func (d *driver) consumeResults(ctx context.Context) error {
 			return r.err
 		}
 	}
-	d.resultsIn, d.stopResults, d.pushed = r.in, r.stop, r.pushed
-	return nil
-}
-
-// pushable reports whether the batch may count results from the stream's
-// republish: it is new, runs no steps, and keeps its results in memory.
-func (d *driver) pushable() bool {
-	return d.results != nil && d.st.LastSeq == 0 && d.st.Succeeded+d.st.Failed == 0 &&
-		d.req.Source == nil && d.req.Reduce == nil
-}
-
-// leavePush goes back to counting from the results stream, from the start:
-// a republished result can be lost on the way (a slow subscriber, a
-// reconnect, a cluster route), so what push counted is dropped and
-// recounted from the stored results.
-func (d *driver) leavePush(ctx context.Context) error {
-	d.stopResults()
-	d.pushed = false
-	d.metered = d.results
-	d.results = aggregate.NewResults(d.st.Total)
-	d.st.Succeeded, d.st.Failed, d.st.LastSeq = 0, 0, 0
-	d.unpacks, d.step = nil, nil
-	d.dirty = true
-	r := d.c.readResults(d.batch, 0)
-	select {
-	case <-r.ready:
-	case <-ctx.Done():
-		r.stop()
-		return ctx.Err()
+	d.resultsIn, d.hints, d.stopResults = r.in, r.hints, r.stop
+	if d.hints != nil {
+		d.hinted = make([]bool, d.st.Total)
 	}
-	if r.err != nil {
-		return r.err
-	}
-	d.resultsIn, d.stopResults = r.in, r.stop
-	d.log.Debug().Msg("results: recounting from the stream")
 	return nil
 }
 
@@ -477,53 +484,14 @@ type resultMsg struct {
 	seq     uint64
 }
 
-// resultsReader delivers a batch's results in stream order.
+// resultsReader delivers a batch's results in stream order (in), or, for a
+// watched batch (watch.go), hints of results published (hints).
 type resultsReader struct {
-	ready  chan struct{} // closed when the reader runs, or err is set
-	err    error
-	in     chan resultMsg
-	stop   func() // safe to call twice
-	pushed bool   // see pushResults
-}
-
-// pushResults follows a new batch's results as the results stream
-// republishes them (topology's RePublish): a core NATS subscription, much
-// cheaper than a consumer. The server republishes each result once it is
-// stored, in stream order, with its sequence, so counting them is
-// counting the stream, unless one is lost on the way: after PushWindow the
-// driver recounts from a consumer (leavePush). Batches that end sooner,
-// most small ones, never create a consumer.
-// It must be called before the batch's first work message is published
-// on the same connection, so that the server has the subscription before
-// any result exists.
-func (c *Coordinator) pushResults(batch string) *resultsReader {
-	r := &resultsReader{ready: make(chan struct{}), in: make(chan resultMsg, 1024), pushed: true}
-	defer close(r.ready)
-	stop := make(chan struct{})
-	stream := c.names.ResultsStream()
-	sub, err := c.nc.Subscribe(c.names.StoredResultBatchFilter(batch), func(m *nats.Msg) {
-		if m.Header.Get(jetstream.StreamHeader) != stream {
-			return
-		}
-		seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-		if err != nil {
-			return
-		}
-		select {
-		case r.in <- resultMsg{subject: m.Header.Get(jetstream.SubjectHeader), data: m.Data, seq: seq}:
-		case <-stop:
-		}
-	})
-	if err != nil {
-		r.err = fmt.Errorf("results subscription: %w", err)
-		r.stop = func() {}
-		return r
-	}
-	r.stop = sync.OnceFunc(func() {
-		close(stop)
-		_ = sub.Unsubscribe()
-	})
-	return r
+	ready chan struct{} // closed when the reader runs, or err is set
+	err   error
+	in    chan resultMsg
+	hints chan int
+	stop  func() // safe to call twice
 }
 
 // readResults starts reading a batch's results after stream sequence
@@ -610,9 +578,7 @@ func (d *driver) onResult(m resultMsg) {
 		item = -1
 	}
 	if aggregate.Apply(d.st, m.seq, item, res.OK) {
-		if d.metered == nil || !d.metered.Has(item) {
-			d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
-		}
+		d.c.cfg.Metrics.Counted(d.st.Activity, res.OK)
 		d.observe(&res)
 		if d.results != nil {
 			d.results.Add(&res, item)
@@ -862,18 +828,7 @@ func (d *driver) checkpoint(ctx context.Context) error {
 	d.st.Published = max(d.st.Published, d.published())
 	d.st.UpdatedAt = time.Now().UTC()
 	for {
-		saved := d.st
-		if d.pushed {
-			// Push counts may have missed a result (see pushResults): a
-			// checkpoint keeps the counts where the push began, zero, and
-			// a driver resuming from it recounts from the stream. Status
-			// shows them as unconfirmed.
-			cp := *d.st
-			cp.Unconfirmed = &messages.Counts{Succeeded: cp.Succeeded, Failed: cp.Failed}
-			cp.Succeeded, cp.Failed, cp.LastSeq = 0, 0, 0
-			saved = &cp
-		}
-		rev, err := d.c.state.Update(ctx, saved, d.rev)
+		rev, err := d.c.state.Update(ctx, d.st, d.rev)
 		if err == nil {
 			d.c.cfg.Metrics.Checkpointed(d.sinceSave)
 			d.rev, d.dirty, d.sinceSave = rev, false, 0
@@ -943,9 +898,6 @@ func (d *driver) publishProgress() {
 // queued work if it ended early, and publishes the aggregate.
 func (d *driver) finish(ctx context.Context, status messages.Status, reason string) error {
 	d.stopResults()
-	// Counts pushed so far are exact for what they include: each stored
-	// result is republished once and counted once, so they are saved.
-	d.pushed = false
 	d.confirmPublishes(ctx)
 	d.st.Status = status
 	d.st.Reason = reason

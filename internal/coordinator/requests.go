@@ -202,7 +202,7 @@ type acceptedBatch struct {
 func (c *Coordinator) expectToken(batch string, push bool) func(*messages.BatchState, uint64, *driver) {
 	ab := &acceptedBatch{ready: make(chan struct{})}
 	if push {
-		ab.results = c.pushResults(batch)
+		ab.results = c.watchResults(batch)
 	} else {
 		ab.results = c.readResults(batch, 0)
 	}
@@ -228,11 +228,11 @@ func (c *Coordinator) expectToken(batch string, push bool) func(*messages.BatchS
 	}
 }
 
-// pushable reports whether a new batch's results may be followed by push
-// (see pushResults): its items are inline and few enough to keep their
-// results in memory, and it has no steps. The driver checks again.
+// pushable reports whether a new batch's results may be watched
+// (watch.go): its items are inline and few enough to keep their results in
+// memory, and it has no steps. The driver checks again (watchable).
 func (c *Coordinator) pushable(req *messages.BatchRequest) bool {
-	return req.ItemsRef == nil && req.Source == nil && req.Reduce == nil && len(req.Items) <= c.cfg.InMemoryResults
+	return req.ItemsRef == nil && req.Source == nil && req.Reduce == nil && len(req.Items) <= min(watchMaxItems, c.cfg.InMemoryResults)
 }
 
 // takeAccepted returns the state this coordinator created for the batch

@@ -140,17 +140,6 @@ func (n Names) ResultBatchFilter(batch string) string { return n.Prefix + ".resu
 // ResultAll matches all result subjects.
 func (n Names) ResultAll() string { return n.Prefix + ".result.>" }
 
-// StoredResultAll is where the results stream republishes each result it
-// stores (stream RePublish): the same subject as the result with "stored."
-// before "result.". Only the server publishes here, and only results it
-// stored, so a refused second result never appears.
-func (n Names) StoredResultAll() string { return n.Prefix + ".stored.result.>" }
-
-// StoredResultBatchFilter matches the republished results of one batch.
-func (n Names) StoredResultBatchFilter(batch string) string {
-	return n.Prefix + ".stored.result." + batch + ".>"
-}
-
 // ParseResultSubject returns the batch id and item index of a result subject.
 func (n Names) ParseResultSubject(subject string) (batch string, item int, ok bool) {
 	rest, found := strings.CutPrefix(subject, n.Prefix+".result.")

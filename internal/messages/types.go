@@ -329,13 +329,8 @@ type BatchState struct {
 	PackFrom int `json:"pack_from,omitempty"`
 	PackSize int `json:"pack_size,omitempty"`
 	// LastSeq is the last FANOUT_RESULTS stream sequence counted.
-	LastSeq uint64 `json:"last_seq"`
-	// Unconfirmed are results the driver counted from the results stream's
-	// republish and that Succeeded, Failed and LastSeq do not include yet
-	// (republished messages can be lost on the way, so a driver taking the
-	// batch over recounts them from LastSeq). Progress includes them.
-	Unconfirmed *Counts `json:"unconfirmed,omitempty"`
-	Options     Options `json:"options"`
+	LastSeq uint64  `json:"last_seq"`
+	Options Options `json:"options"`
 	// TokenSeq is the control stream sequence of the batch's token; a token
 	// with another sequence is a duplicate.
 	TokenSeq uint64 `json:"token_seq"`
@@ -350,12 +345,6 @@ type BatchState struct {
 	StartedAt       time.Time `json:"started_at,omitempty"`
 	UpdatedAt       time.Time `json:"updated_at"`
 	FinishedAt      time.Time `json:"finished_at,omitempty"`
-}
-
-// Counts are item results counted, by outcome.
-type Counts struct {
-	Succeeded int `json:"succeeded"`
-	Failed    int `json:"failed"`
 }
 
 // Window is the most items of the batch published and not yet finished:
@@ -387,15 +376,10 @@ func (s *BatchState) ProgressWithOptions(now time.Time) Progress {
 
 // Progress derives the progress view of a state.
 func (s *BatchState) Progress(now time.Time) Progress {
-	succeeded, failed := s.Succeeded, s.Failed
-	if u := s.Unconfirmed; u != nil {
-		succeeded += u.Succeeded
-		failed += u.Failed
-	}
-	done := succeeded + failed
+	done := s.Succeeded + s.Failed
 	p := Progress{
 		BatchID: s.BatchID, Activity: s.Activity, Status: s.Status,
-		Total: s.Total, Succeeded: succeeded, Failed: failed, Done: done,
+		Total: s.Total, Succeeded: s.Succeeded, Failed: s.Failed, Done: done,
 		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Reason: s.Reason,
 	}
 	if !s.Status.Final() {

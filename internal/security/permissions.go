@@ -187,9 +187,9 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	}
 	coord.Subscribe = append(coord.Subscribe,
 		n.PokeAll(),
-		// Results the results stream republishes once stored (only the
-		// server publishes there): how a new small batch is followed.
-		n.StoredResultAll(),
+		// Results as workers publish them: a doorbell telling the driver
+		// of a small batch when to read its stored results.
+		n.ResultAll(),
 		o.InboxPrefix(Coordinator)+".>",
 	)
 	coord.Responses = &Responses{MaxMsgs: 1, Expires: o.ResponseExpiry}

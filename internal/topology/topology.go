@@ -224,10 +224,9 @@ func resultsStream(n messages.Names, cfg Config) jetstream.StreamConfig {
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: true,
 		MaxAge:               cfg.Retention,
-		// Each stored result is also sent on StoredResultAll, with its
-		// stream sequence, so that a coordinator can follow a new small
-		// batch with a subscription instead of creating a consumer.
-		RePublish: &jetstream.RePublish{Source: n.ResultAll(), Destination: n.StoredResultAll()},
+		// A coordinator reads a small batch's results with batch direct
+		// gets instead of creating a consumer per batch.
+		AllowDirect: true,
 	}
 }
 

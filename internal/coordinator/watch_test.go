@@ -10,8 +10,8 @@ import (
 	"github.com/fanoutdev/fanout/internal/testenv"
 )
 
-// A new small batch follows its results through the results stream's
-// republish: no consumer is created for it.
+// A new small batch is watched (hints, then direct gets of its stored
+// results): no consumer is created for it.
 func TestSmallBatchCreatesNoResultsConsumer(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
@@ -54,53 +54,61 @@ func checkCounted(t *testing.T, env *testenv.Env, c *counter, agg *client.Aggreg
 		}
 	}
 	st := batchState(t, env, agg.BatchID)
-	if st.Succeeded != n || st.Failed != 0 || st.Unconfirmed != nil {
-		t.Fatalf("final state: %d succeeded, %d failed, unconfirmed %+v; want %d succeeded", st.Succeeded, st.Failed, st.Unconfirmed, n)
+	if st.Succeeded != n || st.Failed != 0 {
+		t.Fatalf("final state: %d succeeded, %d failed; want %d succeeded", st.Succeeded, st.Failed, n)
 	}
 }
 
-// While a batch counts republished results, its checkpoints keep those
-// counts apart (a driver taking over recounts them), and status shows them.
-func TestPushCountsAreUnconfirmedUntilTheEnd(t *testing.T) {
+// A watched batch's checkpoints hold exact counts and a stream position,
+// read from the stored results, like a consumer's.
+func TestWatchedBatchCheckpointsExactCounts(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	env.Coordinator(func(c *coordinator.Config) { c.PushWindow = time.Minute })
+	env.Coordinator(nil)
 	const n, fast = 10, 5
 	c := newCounter(n)
 	release := c.holdFrom(t, fast)
 	env.Worker(c.register)
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	st := waitState(t, env, r.BatchID, 10*time.Second, "5 unconfirmed results", func(st *messages.BatchState) bool {
-		return st.Unconfirmed != nil && st.Unconfirmed.Succeeded == fast
+	st := waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
+		return st.Succeeded == fast
 	})
-	if st.Succeeded != 0 || st.Failed != 0 || st.LastSeq != 0 {
-		t.Fatalf("checkpoint while pushed: %d succeeded, %d failed, last_seq %d; want all 0", st.Succeeded, st.Failed, st.LastSeq)
-	}
-	p, err := env.Client.Status(ctxFor(t, 10*time.Second), r.BatchID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Done != fast || p.Succeeded != fast {
-		t.Fatalf("status: %d done, %d succeeded; want %d", p.Done, p.Succeeded, fast)
+	if st.LastSeq == 0 || st.Failed != 0 {
+		t.Fatalf("checkpoint: %d succeeded, %d failed, last_seq %d", st.Succeeded, st.Failed, st.LastSeq)
 	}
 	release()
 	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
 }
 
-// Republished results can be lost on the way (here: the stream stops
-// republishing mid-batch). After its push window the driver recounts
-// every result from the stream, and counts each item once.
-func TestLostPushesAreRecounted(t *testing.T) {
+// Hints can be lost on the way (a slow subscriber, a reconnect, a cluster
+// route); here every hint after the fifth item's is dropped. The driver
+// reads the stored results anyway, at least every second.
+func TestLostHintsDoNotStallABatch(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	env.Coordinator(func(c *coordinator.Config) { c.PushWindow = 1500 * time.Millisecond })
+	coord := env.Coordinator(nil)
+	coordinator.DropHints(coord, func(item int) bool { return item >= 5 })
+	const n = 20
+	c := newCounter(n)
+	env.Worker(c.register)
+	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
+	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
+}
+
+// When direct gets fail (here the results stream stops allowing them), a
+// watched batch goes on with a consumer from its position, and counts each
+// item once.
+func TestWatchedBatchFallsBackToAConsumer(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
 	const n, fast = 20, 5
 	c := newCounter(n)
 	release := c.holdFrom(t, fast)
 	env.Worker(c.register)
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 unconfirmed results", func(st *messages.BatchState) bool {
-		return st.Unconfirmed != nil && st.Unconfirmed.Succeeded == fast
+	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
+		return st.Succeeded == fast
 	})
 	ctx := ctxFor(t, 10*time.Second)
 	js := jsOf(t, env)
@@ -109,7 +117,7 @@ func TestLostPushesAreRecounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := s.CachedInfo().Config
-	cfg.RePublish = nil
+	cfg.AllowDirect = false
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -117,20 +125,19 @@ func TestLostPushesAreRecounted(t *testing.T) {
 	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
 }
 
-// A coordinator that stops while its batch counts republished results
-// hands it over with the counts unconfirmed: the next one recounts them
-// once, not on top of them.
-func TestPushedBatchHandedOverIsRecounted(t *testing.T) {
+// A coordinator that stops while it watches a batch hands it over at its
+// checkpoint; the next one counts the rest once.
+func TestWatchedBatchHandedOver(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	first := env.Coordinator(func(c *coordinator.Config) { c.PushWindow = time.Minute; c.Name = "coord-a" })
+	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
 	const n, fast = 10, 5
 	c := newCounter(n)
 	release := c.holdFrom(t, fast)
 	env.Worker(c.register)
 	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 unconfirmed results", func(st *messages.BatchState) bool {
-		return st.Unconfirmed != nil && st.Unconfirmed.Succeeded == fast
+	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
+		return st.Succeeded == fast
 	})
 	if err := first.Stop(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
