@@ -135,7 +135,7 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 	// it, and stored after the first look; and core NATS does not
 	// redeliver what a reconnect lost. The first looks come soon (that
 	// race is short: well under a millisecond), then every 2 s.
-	wait := 5 * time.Millisecond
+	wait := time.Millisecond
 	recheck := time.NewTimer(wait)
 	defer recheck.Stop()
 	for {

@@ -1,6 +1,8 @@
 package aggregate
 
 import (
+	"time"
+
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
@@ -46,4 +48,22 @@ func FailureExceeded(st *messages.BatchState) (bool, string) {
 		return true, "the failed percentage exceeded tolerated_failure_percent"
 	}
 	return false, ""
+}
+
+// Outcome is what a published aggregate decided: a batch's aggregate is
+// published before its final state is saved, so the aggregate, once out,
+// is the outcome, and a state that does not say so yet is brought to it.
+type Outcome struct {
+	Status     messages.Status `json:"status"`
+	Reason     string          `json:"reason,omitempty"`
+	Succeeded  int             `json:"succeeded"`
+	Failed     int             `json:"failed"`
+	FinishedAt time.Time       `json:"finished_at"`
+}
+
+// Apply makes st agree with the outcome.
+func (o *Outcome) Apply(st *messages.BatchState) {
+	st.Status, st.Reason = o.Status, o.Reason
+	st.Succeeded, st.Failed = o.Succeeded, o.Failed
+	st.FinishedAt = o.FinishedAt
 }

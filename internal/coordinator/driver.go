@@ -224,6 +224,17 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 			_ = d.tok.TermWithReason("duplicate batch token")
 			return errSettled
 		}
+		if !st.Status.Final() {
+			// A driver may have published the aggregate and stopped
+			// before saving the final state: the aggregate decided.
+			out, err := d.c.publishedOutcome(ctx, d.batch)
+			if err != nil {
+				return err
+			}
+			if out != nil {
+				out.Apply(st)
+			}
+		}
 		if delivered > 1 || st.Owner != "" || st.Epoch == 0 {
 			// Fence off every earlier driver. A state without an owner
 			// on the token's first delivery was made by accept with the
@@ -894,20 +905,13 @@ func (d *driver) publishProgress() {
 	d.progressDone = p.Done
 }
 
-// finish decides the batch's final status (durably, first), removes its
-// queued work if it ended early, and publishes the aggregate.
+// finish decides the batch's final status and publishes it (publishDone).
 func (d *driver) finish(ctx context.Context, status messages.Status, reason string) error {
 	d.stopResults()
 	d.confirmPublishes(ctx)
 	d.st.Status = status
 	d.st.Reason = reason
 	d.st.FinishedAt = time.Now().UTC()
-	if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
-		return err
-	}
-	d.c.cfg.Metrics.BatchFinished(string(status))
-	d.log.Info().Str("status", string(status)).Int("succeeded", d.st.Succeeded).Int("failed", d.st.Failed).
-		Int("total", d.st.Total).Str("reason", reason).Msg("batch finished")
 	return d.publishDone(ctx)
 }
 
@@ -926,9 +930,14 @@ func (d *driver) retry(ctx context.Context, what string, fn func(context.Context
 	}
 }
 
-// publishDone publishes the aggregate of a batch whose final status is
-// saved, then releases the token. The done stream keeps one message per
-// batch, so a second publish after a crash is refused, not doubled.
+// publishDone ends a batch whose final status is decided: it removes the
+// batch's queued work if it did not complete, publishes the aggregate,
+// saves the final state and releases the token. The aggregate goes first,
+// one round trip sooner to whoever waits for it, and it is the decision:
+// the done stream keeps one per batch, and whoever finds one out (this
+// driver after a refused publish, a driver taking the batch over, a status
+// request) takes its outcome (aggregate.Outcome), so the state saved after
+// it always agrees with it.
 func (d *driver) publishDone(ctx context.Context) error {
 	st := d.st
 	if st.Status != messages.StatusCompleted {
@@ -940,6 +949,14 @@ func (d *driver) publishDone(ctx context.Context) error {
 	}
 	if err := d.retry(ctx, "publish aggregate", d.publishAggregate); err != nil {
 		return err
+	}
+	if !d.resumedFinal { // else saved final already
+		if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
+			return err
+		}
+		d.c.cfg.Metrics.BatchFinished(string(st.Status))
+		d.log.Info().Str("status", string(st.Status)).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
+			Int("total", st.Total).Str("reason", st.Reason).Msg("batch finished")
 	}
 	d.publishProgress()
 	// A lost ack only means a later coordinator finds the batch final,
@@ -976,8 +993,15 @@ func (d *driver) publishAggregate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
-	if topology.IsDuplicateResult(err) {
+	ack, err := d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
+	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
+		// Published before (by a driver that lost the batch): that one
+		// decided.
+		out, err := d.c.publishedOutcome(ctx, d.batch)
+		if err != nil || out == nil {
+			return fmt.Errorf("read the aggregate published before: %w", err)
+		}
+		out.Apply(d.st)
 		return nil
 	}
 	return err

@@ -323,7 +323,41 @@ func (c *Coordinator) handleStatus(m *nats.Msg) {
 		c.replyError(m, unavailable(err))
 		return
 	}
+	if err := c.withOutcome(ctx, st); err != nil {
+		c.replyError(m, unavailable(err))
+		return
+	}
 	c.reply(m, st.ProgressWithOptions(time.Now()))
+}
+
+// withOutcome brings a state that is not final yet to the batch's
+// aggregate if that is out: its driver publishes the aggregate, then saves
+// the final state (see publishDone).
+func (c *Coordinator) withOutcome(ctx context.Context, st *messages.BatchState) error {
+	if st.Status.Final() {
+		return nil
+	}
+	out, err := c.publishedOutcome(ctx, st.BatchID)
+	if out != nil {
+		out.Apply(st)
+	}
+	return err
+}
+
+// publishedOutcome returns the outcome of the batch's aggregate if it is
+// published, or nil.
+func (c *Coordinator) publishedOutcome(ctx context.Context, batch string) (*aggregate.Outcome, error) {
+	m, err := c.stores.Done.GetLastMsgForSubject(ctx, c.names.Done(batch))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("aggregate of %s: %w", batch, err)
+	}
+	var out aggregate.Outcome
+	if err := messages.Decode(m.Data, &out); err != nil {
+		return nil, fmt.Errorf("aggregate of %s: %w", batch, err)
+	}
+	return &out, nil
 }
 
 // handleCancel marks the batch for cancellation, tells its driver, and
@@ -338,6 +372,17 @@ func (c *Coordinator) handleCancel(m *nats.Msg) {
 	go func() {
 		ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout+c.cfg.Lease)
 		defer cancel()
+		// An aggregate out ends the batch before its state says so.
+		if out, err := c.publishedOutcome(ctx, ref.BatchID); err != nil {
+			c.replyError(m, unavailable(err))
+			return
+		} else if out != nil {
+			if st, _, err := c.state.Get(ctx, ref.BatchID); err == nil {
+				out.Apply(st)
+				c.reply(m, st.Progress(time.Now()))
+				return
+			}
+		}
 		st, err := c.state.Modify(ctx, ref.BatchID, func(st *messages.BatchState) error {
 			if st.Status.Final() || st.CancelRequested {
 				return errNoChange
@@ -399,6 +444,14 @@ func (c *Coordinator) handleUpdate(m *nats.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout)
 	defer cancel()
+	// An aggregate out ends the batch before its state says so.
+	if out, err := c.publishedOutcome(ctx, u.BatchID); err != nil {
+		c.replyError(m, unavailable(err))
+		return
+	} else if out != nil {
+		c.replyError(m, messages.Errorf(messages.CodeInvalidRequest, "batch %q already ended (%s); there is nothing to update", u.BatchID, out.Status))
+		return
+	}
 	var refused *messages.Error
 	st, err := c.state.Modify(ctx, u.BatchID, func(st *messages.BatchState) error {
 		if st.Status.Final() {
@@ -448,6 +501,9 @@ func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequ
 	if errors.Is(err, aggregate.ErrNotFound) {
 		return req, messages.Errorf(messages.CodeNotFound, "batch %q: no such batch", r.BatchID)
 	} else if err != nil {
+		return req, unavailable(err)
+	}
+	if err := c.withOutcome(ctx, st); err != nil {
 		return req, unavailable(err)
 	}
 	if !st.Status.Final() {

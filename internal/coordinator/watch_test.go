@@ -1,8 +1,11 @@
 package coordinator_test
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/internal/coordinator"
@@ -146,4 +149,82 @@ func TestWatchedBatchHandedOver(t *testing.T) {
 	waitState(t, env, r.BatchID, 10*time.Second, "taken over", func(st *messages.BatchState) bool { return st.Owner == "coord-b" })
 	release()
 	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
+}
+
+// publishAggregateAhead publishes an aggregate for a running batch, as a
+// driver that then lost the batch (or died before saving its final state)
+// would have.
+func publishAggregateAhead(t *testing.T, env *testenv.Env, batch string, failed int) {
+	t.Helper()
+	body, err := json.Marshal(messages.Aggregate{
+		BatchID: batch, Activity: "count", Status: messages.StatusFailed, Reason: "decided elsewhere",
+		Total: 10, Succeeded: 10 - failed, Failed: failed, FinishedAt: time.Now().UTC(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jsOf(t, env).Publish(ctxFor(t, 10*time.Second), names.Done(batch), body, jetstream.WithMsgID(messages.DoneMsgID(batch))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkOutcome asserts that status and the stored state both report the
+// aggregate published ahead.
+func checkOutcome(t *testing.T, env *testenv.Env, batch string, failed int) {
+	t.Helper()
+	st := waitState(t, env, batch, 30*time.Second, "final", func(st *messages.BatchState) bool { return st.Status.Final() })
+	if st.Status != messages.StatusFailed || st.Failed != failed || st.Succeeded != 10-failed || st.Reason != "decided elsewhere" {
+		t.Fatalf("final state %s (%q), %d succeeded, %d failed; want the published aggregate's failed, %d failed", st.Status, st.Reason, st.Succeeded, st.Failed, failed)
+	}
+	p, err := env.Client.Status(ctxFor(t, 10*time.Second), batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != client.StatusFailed || p.Failed != failed {
+		t.Fatalf("status %+v, want the published aggregate's", p)
+	}
+}
+
+// The aggregate is published before the final state is saved, so once one
+// is out it is the outcome: a status request reports it, and a driver that
+// finds one out when it finishes saves its outcome, not its own.
+func TestPublishedAggregateDecides(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	c := newCounter(10)
+	release := c.holdFrom(t, 5)
+	env.Worker(c.register)
+	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(10)})
+	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool { return st.Succeeded == 5 })
+	publishAggregateAhead(t, env, r.BatchID, 3)
+	p, err := env.Client.Status(ctxFor(t, 10*time.Second), r.BatchID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Status != client.StatusFailed || p.Failed != 3 {
+		t.Fatalf("status with the aggregate out and the batch still running: %+v", p)
+	}
+	release()
+	checkOutcome(t, env, r.BatchID, 3)
+}
+
+// A coordinator that takes over a batch whose aggregate is out takes its
+// outcome instead of running the batch on.
+func TestTakeoverFindsTheAggregateOut(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
+	c := newCounter(10)
+	release := c.holdFrom(t, 5)
+	defer release() // before the worker stops: it waits for held items
+	env.Worker(c.register)
+	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(10)})
+	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool { return st.Succeeded == 5 })
+	publishAggregateAhead(t, env, r.BatchID, 4)
+	if err := first.Stop(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-b" })
+	checkOutcome(t, env, r.BatchID, 4)
 }

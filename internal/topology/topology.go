@@ -78,6 +78,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 			DiscardNewPerSubject: true,
 			MaxAge:               cfg.Retention,
 			Duplicates:           2 * time.Minute,
+			// Waits and status look an aggregate up by subject: a direct
+			// get is a lighter request than the JetStream API's.
+			AllowDirect: true,
 		}},
 		{&h.Control, jetstream.StreamConfig{
 			Name:        n.ControlStream(),
