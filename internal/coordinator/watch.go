@@ -56,7 +56,7 @@ func (d *driver) watchable() bool {
 // before the batch's first work message is published on the same
 // connection, the server has the subscription before any result exists.
 func (c *Coordinator) watchResults(batch string) *resultsReader {
-	r := &resultsReader{ready: make(chan struct{}), hints: make(chan int, 1024)}
+	r := &resultsReader{ready: make(chan struct{}), hints: make(chan int, 64)}
 	defer close(r.ready)
 	stop := make(chan struct{})
 	sub, err := c.nc.Subscribe(c.names.ResultBatchFilter(batch), func(m *nats.Msg) {

@@ -115,7 +115,6 @@ func streamCreate(s string) string { return api + "STREAM.CREATE." + s }
 func streamUpdate(s string) string { return api + "STREAM.UPDATE." + s }
 func streamPurge(s string) string  { return api + "STREAM.PURGE." + s }
 func msgGet(s string) string       { return api + "STREAM.MSG.GET." + s }
-func msgDelete(s string) string    { return api + "STREAM.MSG.DELETE." + s }
 
 // directGet covers both direct-get forms: by sequence (DIRECT.GET.<s>) and
 // last by subject (DIRECT.GET.<s>.<subject>).
@@ -172,7 +171,7 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	coord.Publish = []string{
 		n.WorkAll(), n.ControlAll(), n.ResultAll(), n.DoneAll(), p + ".progress.>", n.PokeAll(),
 		"$KV." + n.BatchesBucket() + ".>", "$O." + n.BlobBucket() + ".>",
-		streamPurge(s.Work), msgDelete(s.Work), streamPurge(s.Blobs),
+		streamPurge(s.Work), streamPurge(s.Blobs),
 		// Account info: creating a KV bucket checks JetStream is enabled.
 		api + "INFO",
 	}
