@@ -119,23 +119,24 @@ func (c *Client) finalAggregate(ctx context.Context, batchID string) (*Aggregate
 // awaitAggregate reads a batch's aggregate from the done stream, waiting
 // for it to be published.
 func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate, error) {
-	// Subscribe first, then look in the done stream: an aggregate
-	// published before the subscription is in the stream, one published
-	// after reaches the subscription. The server handles a connection's
-	// SUB before its next request, so nothing falls between the two. No
-	// consumer is created per wait.
+	// Subscribe first, then look in the done stream: an aggregate stored
+	// before the subscription is in the stream, one stored after reaches
+	// the subscription, which is to the aggregate the stream republishes
+	// once stored (a subscription to the done subject itself could get it
+	// before the stream has stored it, and a status asked then would not
+	// see it yet). The server handles a connection's SUB before its next
+	// request, so nothing falls between the two. No consumer is created per
+	// wait.
 	arrived := make(chan *nats.Msg, 1)
-	sub, err := c.nc.ChanSubscribe(c.names.Done(batchID), arrived)
+	sub, err := c.nc.ChanSubscribe(c.names.Aggregate(batchID), arrived)
 	if err != nil {
 		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	// Look in the stream again now and then: an aggregate published just
-	// before the subscription began can be routed to subscribers before
-	// it, and stored after the first look; and core NATS does not
-	// redeliver what a reconnect lost. The first looks come soon (that
-	// race is short: well under a millisecond), then every 2 s.
-	wait := time.Millisecond
+	// Look in the stream again now and then: core NATS does not redeliver
+	// what a reconnect lost, and a done stream set up by an older
+	// coordinator does not republish.
+	wait := 250 * time.Millisecond
 	recheck := time.NewTimer(wait)
 	defer recheck.Stop()
 	for {

@@ -751,23 +751,13 @@ func workHead(batch, activity string, o messages.Options, attempt int) []byte {
 }
 
 func (d *driver) publish(ctx context.Context, msg *nats.Msg, item, end int) error {
-	for {
-		fut, err := d.c.js.PublishMsgAsync(msg)
-		if err == nil {
-			d.pending = append(d.pending, pendingPub{item: item, msg: msg, fut: fut})
-			d.c.cfg.Metrics.Published(d.st.Activity, end-item)
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return err
-		}
-		select {
-		case <-d.c.js.PublishAsyncComplete():
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	fut, err := d.c.publishAsync(ctx, msg)
+	if err != nil {
+		return err
 	}
+	d.pending = append(d.pending, pendingPub{item: item, msg: msg, fut: fut})
+	d.c.cfg.Metrics.Published(d.st.Activity, end-item)
+	return nil
 }
 
 // confirmPublishes retires acknowledged publishes in item order and

@@ -132,7 +132,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	}
 	token := nats.NewMsg(c.names.Token(req.ID))
 	token.Data = body
-	fut, err := c.js.PublishMsgAsync(token, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	fut, err := c.publishAsync(ctx, token, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
 	if err != nil {
 		handOff(nil, 0, nil)
 		return nil, unavailable(err)
@@ -180,6 +180,23 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	handOff(st, rev, first)
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", st.Total).Msg("batch accepted")
 	return &messages.SubmitReply{BatchID: req.ID, Total: st.Total, Status: st.Status}, nil
+}
+
+// publishAsync publishes without waiting for the acknowledgement, waiting
+// only while the connection has too many publishes unacknowledged.
+func (c *Coordinator) publishAsync(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	for {
+		fut, err := c.js.PublishMsgAsync(msg, opts...)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return fut, err
+		}
+		select {
+		case <-c.js.PublishAsyncComplete():
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // acceptedBatch is the state a coordinator created when it accepted a

@@ -166,6 +166,16 @@ func (n Names) Done(batch string) string { return n.Prefix + ".done." + batch }
 // DoneAll matches all aggregates.
 func (n Names) DoneAll() string { return n.Prefix + ".done.>" }
 
+// Aggregate is where the done stream republishes a batch's aggregate once
+// it has stored it (stream RePublish). A subscriber to Done gets the
+// aggregate as the server routes the publish, which can be before the
+// stream has stored it; one to Aggregate gets it only once it is stored,
+// so that what it then asks (status, redrive) finds it.
+func (n Names) Aggregate(batch string) string { return n.Prefix + ".aggregate." + batch }
+
+// AggregateAll matches all republished aggregates.
+func (n Names) AggregateAll() string { return n.Prefix + ".aggregate.>" }
+
 // Token is the control-stream subject holding a batch's ownership token: the
 // stored batch request, held un-acked by the coordinator driving the batch.
 func (n Names) Token(batch string) string { return n.Prefix + ".control.batch." + batch }

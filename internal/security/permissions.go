@@ -234,7 +234,7 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	}
 	cli.Subscribe = []string{
 		o.InboxPrefix(Client) + ".>",
-		p + ".progress.>", n.ResultAll(), n.DoneAll(),
+		p + ".progress.>", n.ResultAll(), n.DoneAll(), n.AggregateAll(),
 	}
 
 	return map[Role]Permission{Coordinator: coord, Worker: work, Client: cli}, nil

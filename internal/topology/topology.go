@@ -81,6 +81,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n messages.Names, cfg C
 			// Waits and status look an aggregate up by subject: a direct
 			// get is a lighter request than the JetStream API's.
 			AllowDirect: true,
+			// Clients wait for the stored aggregate, not the publish.
+			RePublish: &jetstream.RePublish{Source: n.DoneAll(), Destination: n.AggregateAll()},
 		}},
 		{&h.Control, jetstream.StreamConfig{
 			Name:        n.ControlStream(),
