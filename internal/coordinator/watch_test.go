@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -62,25 +63,34 @@ func checkCounted(t *testing.T, env *testenv.Env, c *counter, agg *client.Aggreg
 	}
 }
 
+// heldBatch submits a batch of n count items whose items from fast on are
+// held until release, on a worker of its own, and waits until the first
+// fast are counted in the stored state.
+func heldBatch(t *testing.T, env *testenv.Env, n, fast int) (c *counter, batch string, st *messages.BatchState, release func()) {
+	t.Helper()
+	c = newCounter(n)
+	release = c.holdFrom(t, fast)
+	env.Worker(c.register)
+	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
+	st = waitState(t, env, r.BatchID, 10*time.Second, fmt.Sprintf("%d results counted", fast), func(st *messages.BatchState) bool {
+		return st.Succeeded == fast
+	})
+	return c, r.BatchID, st, release
+}
+
 // A watched batch's checkpoints hold exact counts and a stream position,
 // read from the stored results, like a consumer's.
 func TestWatchedBatchCheckpointsExactCounts(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	env.Coordinator(nil)
-	const n, fast = 10, 5
-	c := newCounter(n)
-	release := c.holdFrom(t, fast)
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	st := waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
-		return st.Succeeded == fast
-	})
+	const n = 10
+	c, batch, st, release := heldBatch(t, env, n, 5)
 	if st.LastSeq == 0 || st.Failed != 0 {
 		t.Fatalf("checkpoint: %d succeeded, %d failed, last_seq %d", st.Succeeded, st.Failed, st.LastSeq)
 	}
 	release()
-	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
+	checkCounted(t, env, c, env.Wait(batch, 30*time.Second), n)
 }
 
 // Hints can be lost on the way (a slow subscriber, a reconnect, a cluster
@@ -105,14 +115,8 @@ func TestWatchedBatchFallsBackToAConsumer(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	env.Coordinator(nil)
-	const n, fast = 20, 5
-	c := newCounter(n)
-	release := c.holdFrom(t, fast)
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
-		return st.Succeeded == fast
-	})
+	const n = 20
+	c, batch, _, release := heldBatch(t, env, n, 5)
 	ctx := ctxFor(t, 10*time.Second)
 	js := jsOf(t, env)
 	s, err := js.Stream(ctx, names.ResultsStream())
@@ -125,7 +129,7 @@ func TestWatchedBatchFallsBackToAConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
+	checkCounted(t, env, c, env.Wait(batch, 30*time.Second), n)
 }
 
 // A coordinator that stops while it watches a batch hands it over at its
@@ -134,21 +138,15 @@ func TestWatchedBatchHandedOver(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
-	const n, fast = 10, 5
-	c := newCounter(n)
-	release := c.holdFrom(t, fast)
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool {
-		return st.Succeeded == fast
-	})
+	const n = 10
+	c, batch, _, release := heldBatch(t, env, n, 5)
 	if err := first.Stop(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-b" })
-	waitState(t, env, r.BatchID, 10*time.Second, "taken over", func(st *messages.BatchState) bool { return st.Owner == "coord-b" })
+	waitState(t, env, batch, 10*time.Second, "taken over", func(st *messages.BatchState) bool { return st.Owner == "coord-b" })
 	release()
-	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
+	checkCounted(t, env, c, env.Wait(batch, 30*time.Second), n)
 }
 
 // publishAggregateAhead publishes an aggregate for a running batch, as a
@@ -192,13 +190,9 @@ func TestPublishedAggregateDecides(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	env.Coordinator(nil)
-	c := newCounter(10)
-	release := c.holdFrom(t, 5)
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(10)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool { return st.Succeeded == 5 })
-	publishAggregateAhead(t, env, r.BatchID, 3)
-	p, err := env.Client.Status(ctxFor(t, 10*time.Second), r.BatchID)
+	_, batch, _, release := heldBatch(t, env, 10, 5)
+	publishAggregateAhead(t, env, batch, 3)
+	p, err := env.Client.Status(ctxFor(t, 10*time.Second), batch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +200,7 @@ func TestPublishedAggregateDecides(t *testing.T) {
 		t.Fatalf("status with the aggregate out and the batch still running: %+v", p)
 	}
 	release()
-	checkOutcome(t, env, r.BatchID, 3)
+	checkOutcome(t, env, batch, 3)
 }
 
 // A coordinator that takes over a batch whose aggregate is out takes its
@@ -215,16 +209,12 @@ func TestTakeoverFindsTheAggregateOut(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
-	c := newCounter(10)
-	release := c.holdFrom(t, 5)
+	_, batch, _, release := heldBatch(t, env, 10, 5)
 	defer release() // before the worker stops: it waits for held items
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(10)})
-	waitState(t, env, r.BatchID, 10*time.Second, "5 results counted", func(st *messages.BatchState) bool { return st.Succeeded == 5 })
-	publishAggregateAhead(t, env, r.BatchID, 4)
+	publishAggregateAhead(t, env, batch, 4)
 	if err := first.Stop(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-b" })
-	checkOutcome(t, env, r.BatchID, 4)
+	checkOutcome(t, env, batch, 4)
 }
