@@ -117,7 +117,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff := c.expectToken(req.ID, c.pushable(&req))
+	handOff := c.expectToken(req.ID, c.watchableRequest(&req))
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
@@ -216,9 +216,9 @@ type acceptedBatch struct {
 // expectToken registers a batch about to be accepted. The returned
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
-func (c *Coordinator) expectToken(batch string, push bool) func(*messages.BatchState, uint64, *driver) {
+func (c *Coordinator) expectToken(batch string, watch bool) func(*messages.BatchState, uint64, *driver) {
 	ab := &acceptedBatch{ready: make(chan struct{})}
-	if push {
+	if watch {
 		ab.results = c.watchResults(batch)
 	} else {
 		ab.results = c.readResults(batch, 0)
@@ -245,10 +245,10 @@ func (c *Coordinator) expectToken(batch string, push bool) func(*messages.BatchS
 	}
 }
 
-// pushable reports whether a new batch's results may be watched
+// watchableRequest reports whether a new batch's results may be watched
 // (watch.go): its items are inline and few enough to keep their results in
 // memory, and it has no steps. The driver checks again (watchable).
-func (c *Coordinator) pushable(req *messages.BatchRequest) bool {
+func (c *Coordinator) watchableRequest(req *messages.BatchRequest) bool {
 	return req.ItemsRef == nil && req.Source == nil && req.Reduce == nil && len(req.Items) <= min(watchMaxItems, c.cfg.InMemoryResults)
 }
 
