@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
@@ -23,9 +24,11 @@ import (
 // least-privilege client role of docs/security.md is not (it sees batches
 // only through the coordinators' status requests); the coordinator's role
 // or an administrator's is. Memory is bounded by limit, not by the number
-// of batches.
+// of batches. A batch whose aggregate is out is listed with its outcome
+// even if its state does not say so yet (the coordinator saves the final
+// state just after publishing the aggregate).
 func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
-	newestFirst := func(a, b Progress) int {
+	newestFirst := func(a, b *messages.BatchState) int {
 		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
 			return c
 		}
@@ -34,21 +37,20 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 		}
 		return 1
 	}
-	var out []Progress
+	var states []*messages.BatchState
 	trim := func() {
-		slices.SortFunc(out, newestFirst)
-		if limit > 0 && len(out) > limit {
-			out = out[:limit]
+		slices.SortFunc(states, newestFirst)
+		if limit > 0 && len(states) > limit {
+			states = states[:limit]
 		}
 	}
-	now := time.Now()
 	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", func(v []byte) {
 		var st messages.BatchState
 		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
 			return
 		}
-		out = append(out, st.ProgressWithOptions(now))
-		if limit > 0 && len(out) >= 2*limit+64 {
+		states = append(states, &st)
+		if limit > 0 && len(states) >= 2*limit+64 {
 			trim()
 		}
 	})
@@ -56,6 +58,21 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 		return nil, err
 	}
 	trim()
+	now := time.Now()
+	out := make([]Progress, 0, len(states))
+	for _, st := range states {
+		if !st.Status.Final() {
+			data, err := c.storedAggregate(ctx, st.BatchID)
+			if err != nil {
+				return nil, err
+			}
+			var o aggregate.Outcome
+			if data != nil && messages.Decode(data, &o) == nil {
+				o.Apply(st)
+			}
+		}
+		out = append(out, st.ProgressWithOptions(now))
+	}
 	return out, nil
 }
 

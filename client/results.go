@@ -164,7 +164,7 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 func (c *Client) storedAggregate(ctx context.Context, batchID string) ([]byte, error) {
 	done, err := c.doneStream(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
 	}
 	msg, err := done.GetLastMsgForSubject(ctx, c.names.Done(batchID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -174,7 +174,7 @@ func (c *Client) storedAggregate(ctx context.Context, batchID string) ([]byte, e
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("wait for %s: %w", batchID, err)
+		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
 	}
 	return msg.Data, nil
 }

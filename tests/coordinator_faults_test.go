@@ -148,8 +148,9 @@ func TestCoordinatorTakeover(t *testing.T) {
 	agg := e.Wait(ctx, r.BatchID, nil)
 	checkExact(t, agg, r.BatchID, total, checkSHA)
 	checkRecorded(t, e, r.BatchID, total)
-	if st, err := e.BatchState(ctx, batchID); err != nil || st.Owner != other.Name || st.Status != messages.StatusCompleted {
-		t.Errorf("final state: %+v, %v; want completed by %s", st, err, other.Name)
+	// The final state is saved just after the aggregate is published.
+	if st := e.AwaitBatchState(ctx, batchID, func(st *messages.BatchState) bool { return st.Status.Final() }); st.Owner != other.Name || st.Status != messages.StatusCompleted {
+		t.Errorf("final state: %+v; want completed by %s", st, other.Name)
 	}
 }
 

@@ -941,6 +941,12 @@ func (d *driver) publishDone(ctx context.Context) error {
 		return err
 	}
 	if !d.resumedFinal { // else saved final already
+		d.confirmPublishes(ctx)
+		if st.Status == messages.StatusCompleted {
+			// Every item has a result, so every item's work was stored,
+			// whether or not its acknowledgement has come back yet.
+			st.Published = st.Total
+		}
 		if err := d.retry(ctx, "save final state", d.checkpoint); err != nil {
 			return err
 		}

@@ -185,6 +185,13 @@ func batchState(t *testing.T, env *testenv.Env, batch string) *messages.BatchSta
 }
 
 // waitState watches a batch's state until cond holds.
+// finalState waits for the batch's stored state to be final: the driver
+// saves it just after publishing the aggregate.
+func finalState(t *testing.T, env *testenv.Env, batch string) *messages.BatchState {
+	t.Helper()
+	return waitState(t, env, batch, 10*time.Second, "final", func(st *messages.BatchState) bool { return st.Status.Final() })
+}
+
 func waitState(t *testing.T, env *testenv.Env, batch string, timeout time.Duration, what string, cond func(*messages.BatchState) bool) *messages.BatchState {
 	t.Helper()
 	ctx := ctxFor(t, timeout)

@@ -62,7 +62,7 @@ func TestTwoCoordinators(t *testing.T) {
 				t.Fatalf("batch %s item %d: error %q, want %q", id, i, r.Error, want)
 			}
 		}
-		st := batchState(t, env, id)
+		st := finalState(t, env, id)
 		if st.Epoch != 1 {
 			t.Errorf("batch %s driven %d times with both coordinators up", id, st.Epoch)
 		}
@@ -133,7 +133,7 @@ func batchesMoveToAnotherCoordinator(t *testing.T, inMemory int) {
 				t.Fatalf("batch %s item %d: output %s", id, i, r.Output)
 			}
 		}
-		if st := batchState(t, env, id); st.Epoch != 2 || st.Owner != "coord-b" || st.Succeeded != total || st.Published != total {
+		if st := finalState(t, env, id); st.Epoch != 2 || st.Owner != "coord-b" || st.Succeeded != total || st.Published != total {
 			t.Errorf("batch %s state after handover: epoch %d owner %s succeeded %d published %d", id, st.Epoch, st.Owner, st.Succeeded, st.Published)
 		}
 	}

@@ -57,7 +57,7 @@ func checkCounted(t *testing.T, env *testenv.Env, c *counter, agg *client.Aggreg
 			t.Errorf("item %d ran %d times", i, calls)
 		}
 	}
-	st := batchState(t, env, agg.BatchID)
+	st := finalState(t, env, agg.BatchID)
 	if st.Succeeded != n || st.Failed != 0 {
 		t.Fatalf("final state: %d succeeded, %d failed; want %d succeeded", st.Succeeded, st.Failed, n)
 	}
@@ -198,6 +198,10 @@ func TestPublishedAggregateDecides(t *testing.T) {
 	}
 	if p.Status != client.StatusFailed || p.Failed != 3 {
 		t.Fatalf("status with the aggregate out and the batch still running: %+v", p)
+	}
+	listed, err := env.Client.List(ctxFor(t, 10*time.Second), 0)
+	if err != nil || len(listed) != 1 || listed[0].BatchID != batch || listed[0].Status != client.StatusFailed || listed[0].Failed != 3 {
+		t.Fatalf("list with the aggregate out and the batch still running: %+v, %v", listed, err)
 	}
 	release()
 	checkOutcome(t, env, batch, 3)
