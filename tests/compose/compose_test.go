@@ -160,6 +160,15 @@ func TestComposeCluster(t *testing.T) {
 	s.docker(ctx, "stop", "-t", "10", s.container(ctx, leader))
 	logf("stopped %s (leader of FANOUT_RESULTS)", leader)
 
+	// Small batches are watched: their coordinator reads their stored
+	// results with direct gets, which any replica may answer. Run some
+	// while a node is down.
+	var small []*batch
+	for i := range 3 {
+		req, want := shaBatch(fmt.Sprintf("small-%d", i), 20)
+		small = append(small, submit(ctx, t, c, fmt.Sprintf("small-%d", i), req, want))
+	}
+
 	// Kill the coordinator that drives the long batch; the other one must
 	// take it over.
 	waitDone(ctx, t, c, long, 400, "kill a coordinator")
@@ -181,7 +190,7 @@ func TestComposeCluster(t *testing.T) {
 	echoReq, echoWant := echoBatch("after-failover", 500)
 	echo := submit(ctx, t, c, "echo", echoReq, echoWant)
 
-	checkExact(ctx, t, c, long, sha, echo)
+	checkExact(ctx, t, c, append([]*batch{long, sha, echo}, small...)...)
 	if after, err := readOwner(ctx, js, long.id); err == nil && after != "" {
 		t.Logf("batch %s: driven last by %s (the killed coordinator was %s)", long.name, after, owner)
 	}
