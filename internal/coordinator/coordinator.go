@@ -174,6 +174,7 @@ type Coordinator struct {
 	subs    []*nats.Subscription
 	tokens  jetstream.MessagesContext
 	direct  *directGets
+	keeper  workKeeper
 	// dropHint, in tests, loses hints of watched batches (watch.go).
 	dropHint func(item int) bool
 
@@ -195,12 +196,14 @@ func New(cfg Config) (*Coordinator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator config: %w", err)
 	}
-	return &Coordinator{
+	c := &Coordinator{
 		cfg: cfg, names: names,
 		log:     cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
 		drivers: map[string]*driver{},
 		stopped: make(chan struct{}),
-	}, nil
+	}
+	c.keeper.every.Store(int64(keeperEvery))
+	return c, nil
 }
 
 // Run starts a coordinator (and its health and metrics server when

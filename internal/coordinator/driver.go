@@ -751,6 +751,7 @@ func workHead(batch, activity string, o messages.Options, attempt int) []byte {
 }
 
 func (d *driver) publish(ctx context.Context, msg *nats.Msg, item, end int) error {
+	d.c.keepWorkStream()
 	fut, err := d.c.publishAsync(ctx, msg)
 	if err != nil {
 		return err

@@ -89,6 +89,11 @@ func (n Names) WorkActivityFilter(activity string) string {
 // WorkAll matches all work subjects (the FANOUT_WORK stream's subjects).
 func (n Names) WorkAll() string { return n.Prefix + ".work.>" }
 
+// WorkKeeper is the subject of the work stream's keeper: a message no
+// worker takes (an activity's filter needs two more tokens), which keeps
+// the stream from ever emptying (see coordinator/keeper.go).
+func (n Names) WorkKeeper() string { return n.Prefix + ".work._keeper" }
+
 // Result is the subject of one item's result.
 func (n Names) Result(batch string, item int) string {
 	return n.Prefix + ".result." + batch + "." + strconv.Itoa(item)

@@ -452,7 +452,7 @@ func TestProtocolDocNames(t *testing.T) {
 	n := messages.MustNames(messages.DefaultPrefix)
 	for _, name := range []string{
 		n.Submit(), n.Status(), n.Cancel(), n.Update(), n.Redrive(), n.CoordinatorQueue(),
-		n.Work("<activity>", "<batch>"), n.WorkActivityFilter("<activity>"), n.WorkAll(),
+		n.Work("<activity>", "<batch>"), n.WorkActivityFilter("<activity>"), n.WorkAll(), n.WorkKeeper(),
 		n.ResultBatchFilter("<batch>"), n.ResultAll(), n.Prefix + ".result.<batch>.<item>",
 		n.Progress("<batch>"), n.Done("<batch>"), n.DoneAll(),
 		n.Token("<batch>"), n.TokenAll(), n.ControlAll(), n.Poke("<batch>"),

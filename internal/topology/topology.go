@@ -214,6 +214,8 @@ func workStream(n messages.Names) jetstream.StreamConfig {
 		Subjects:    []string{n.WorkAll()},
 		Retention:   jetstream.WorkQueuePolicy,
 		Duplicates:  2 * time.Minute,
+		// Each keeper message replaces the one before (coordinator/keeper.go).
+		AllowRollup: true,
 	}
 }
 
