@@ -179,18 +179,21 @@ func (d *driver) heartbeat(ctx context.Context) {
 // load reads the batch state (creating it if the submitter did not get
 // that far) and takes the batch over by raising its epoch.
 func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
-	if err := messages.Decode(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
-		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
-		_ = d.tok.TermWithReason("batch request unreadable")
-		return errSettled
-	}
 	if delivered == 1 {
 		if ab := d.c.takeAccepted(ctx, d.batch, tokenSeq); ab != nil {
+			// The request this coordinator encoded into the token: no need
+			// to decode it again.
+			d.req = *ab.req
 			ab.st.Owner = d.c.cfg.Name // saved with the first checkpoint
 			d.st, d.rev, d.epoch, d.early, d.first = ab.st, ab.rev, ab.st.Epoch, ab.results, ab.first
 			d.fresh = true
 			return nil
 		}
+	}
+	if err := messages.Decode(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
+		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
+		_ = d.tok.TermWithReason("batch request unreadable")
+		return errSettled
 	}
 	for {
 		st, rev, err := d.c.state.Get(ctx, d.batch)

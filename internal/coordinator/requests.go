@@ -117,7 +117,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff := c.expectToken(req.ID, c.watchableRequest(&req))
+	handOff := c.expectToken(&req, c.watchableRequest(&req))
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
@@ -206,7 +206,8 @@ func (c *Coordinator) publishAsync(ctx context.Context, msg *nats.Msg, opts ...j
 // trips off every batch's latency. It is safe because nobody drove the
 // batch before a token's first delivery.
 type acceptedBatch struct {
-	ready   chan struct{} // closed once st and rev are set
+	ready   chan struct{}          // closed once st and rev are set
+	req     *messages.BatchRequest // what the token holds, decoded
 	st      *messages.BatchState
 	rev     uint64
 	results *resultsReader // started while the batch is accepted
@@ -216,8 +217,9 @@ type acceptedBatch struct {
 // expectToken registers a batch about to be accepted. The returned
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
-func (c *Coordinator) expectToken(batch string, watch bool) func(*messages.BatchState, uint64, *driver) {
-	ab := &acceptedBatch{ready: make(chan struct{})}
+func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*messages.BatchState, uint64, *driver) {
+	batch := req.ID
+	ab := &acceptedBatch{ready: make(chan struct{}), req: req}
 	if watch {
 		ab.results = c.watchResults(batch)
 	} else {
