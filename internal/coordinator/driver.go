@@ -901,7 +901,6 @@ func (d *driver) publishProgress() {
 
 // finish decides the batch's final status and publishes it (publishDone).
 func (d *driver) finish(ctx context.Context, status messages.Status, reason string) error {
-	d.stopResults()
 	d.confirmPublishes(ctx)
 	d.st.Status = status
 	d.st.Reason = reason
@@ -944,6 +943,10 @@ func (d *driver) publishDone(ctx context.Context) error {
 	if err := d.retry(ctx, "publish aggregate", d.publishAggregate); err != nil {
 		return err
 	}
+	// Stopped after the aggregate, not before: a watched batch's UNSUB
+	// (a walk of the server's subscription cache) would go out first and
+	// hold the aggregate up. What arrives meanwhile is not read.
+	d.stopResults()
 	if !d.resumedFinal { // else saved final already
 		d.confirmPublishes(ctx)
 		if st.Status == messages.StatusCompleted {

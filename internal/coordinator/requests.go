@@ -117,7 +117,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff := c.expectToken(&req, c.watchableRequest(&req))
+	handOff, startWatch := c.expectToken(&req, c.watchableRequest(&req))
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
@@ -145,6 +145,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	var first *driver
 	if ownID {
 		first = c.firstWindow(ctx, &req, st)
+		startWatch()
 	}
 	var ack *jetstream.PubAck
 	select {
@@ -167,6 +168,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 		// The token is stored, so the batch will run whatever happens
 		// now: the first window goes out while the state is created.
 		first = c.firstWindow(ctx, &req, st)
+		startWatch()
 	}
 	rev, err := c.state.Create(ctx, st)
 	if errors.Is(err, aggregate.ErrExists) {
@@ -217,33 +219,52 @@ type acceptedBatch struct {
 // expectToken registers a batch about to be accepted. The returned
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
-func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*messages.BatchState, uint64, *driver) {
+//
+// A batch that is not watched gets its results consumer at once (creating
+// it is a slow round trip). A watched batch's subscription is made by
+// startWatch, called right after the first window is published: the SUB
+// then follows the work on the connection (the server handles a SUB of a
+// wildcard by walking its whole subscription cache, which would otherwise
+// hold up the work), and still comes long before any result.
+func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) (handOff func(*messages.BatchState, uint64, *driver), startWatch func()) {
 	batch := req.ID
 	ab := &acceptedBatch{ready: make(chan struct{}), req: req}
-	if watch {
-		ab.results = c.watchResults(batch)
-	} else {
+	if !watch {
 		ab.results = c.readResults(batch, 0)
 	}
 	c.accepted.Store(batch, ab)
-	return func(st *messages.BatchState, rev uint64, first *driver) {
+	startWatch = func() {
+		if ab.results == nil {
+			ab.results = c.watchResults(batch)
+		}
+	}
+	handOff = func(st *messages.BatchState, rev uint64, first *driver) {
 		if st != nil {
+			startWatch() // if no first window went out
 			cp := *st
 			ab.st, ab.rev, ab.first = &cp, rev, first
 		}
 		close(ab.ready)
 		if st == nil {
 			if c.accepted.CompareAndDelete(batch, ab) {
-				ab.results.stop()
+				ab.stopResults()
 			}
 			return
 		}
 		// Dropped if no first delivery comes here to claim it.
 		time.AfterFunc(time.Minute, func() {
 			if c.accepted.CompareAndDelete(batch, ab) {
-				ab.results.stop()
+				ab.stopResults()
 			}
 		})
+	}
+	return handOff, startWatch
+}
+
+// stopResults stops the batch's results reader, if it has one.
+func (ab *acceptedBatch) stopResults() {
+	if ab.results != nil {
+		ab.results.stop()
 	}
 }
 
@@ -265,11 +286,15 @@ func (c *Coordinator) takeAccepted(ctx context.Context, batch string, tokenSeq u
 	select {
 	case <-ab.ready:
 	case <-ctx.Done():
-		ab.results.stop()
+		// Its reader is set by the time it is ready.
+		go func() {
+			<-ab.ready
+			ab.stopResults()
+		}()
 		return nil
 	}
 	if ab.st == nil || ab.st.TokenSeq != tokenSeq {
-		ab.results.stop()
+		ab.stopResults()
 		return nil
 	}
 	return ab

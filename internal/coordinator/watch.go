@@ -52,9 +52,11 @@ func (d *driver) watchable() bool {
 	return d.results != nil && d.st.Total <= watchMaxItems && d.req.Source == nil && d.req.Reduce == nil
 }
 
-// watchResults subscribes to a batch's result subjects. When it is called
-// before the batch's first work message is published on the same
-// connection, the server has the subscription before any result exists.
+// watchResults subscribes to a batch's result subjects. It is called right
+// after the batch's first window is published on the same connection, so
+// the server has the subscription a moment after the work, long before a
+// worker can have run an item. (Were a hint missed all the same, the batch
+// would be read at its next checkpoint tick instead.)
 func (c *Coordinator) watchResults(batch string) *resultsReader {
 	r := &resultsReader{ready: make(chan struct{}), hints: make(chan int, 64)}
 	defer close(r.ready)
