@@ -463,8 +463,10 @@ func runThroughput(ctx context.Context, cfg Config, srv *benchServer, rep *Repor
 	return nil
 }
 
-// runLatency measures (d): raw first, then fanout, each after a few
-// unrecorded warm-up batches.
+// runLatency measures (d). Raw and fanout take turns in blocks of
+// latencyBlock batches (after a few unrecorded warm-up batches each), so
+// that a machine whose speed drifts during the run (these VMs do, by tens
+// of percent over minutes) slows both alike; the ratio is what counts.
 func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, logf func(string, ...any)) error {
 	const warmup = 5
 	row := LatencyRow{Items: cfg.LatencyItems, Batches: cfg.LatencyBatches}
@@ -473,45 +475,60 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 	if err != nil {
 		return fmt.Errorf("raw latency: %w", err)
 	}
-	payloads := rawPayloads(cfg.LatencyItems, cfg.ItemSize)
-	var cost batchCost
-	for i := range warmup + cfg.LatencyBatches {
-		if i == warmup {
-			cost.start(srv)
-		}
-		d, err := rig.roundTrip(ctx, payloads)
-		if err != nil {
-			rig.close()
-			return fmt.Errorf("raw latency: %w", err)
-		}
-		if i >= warmup {
-			row.RawMS = append(row.RawMS, ms(d))
-		}
-	}
-	row.RawCPUMS, row.RawMsgsIn, row.RawMsgsOut = cost.perBatch(srv, cfg.LatencyBatches)
-	rig.close()
-
+	defer rig.close()
 	dep, err := startFanout(ctx, srv.url, fanoutPrefix, cfg, true)
 	if err != nil {
 		return err
 	}
 	defer dep.stop()
+	payloads := rawPayloads(cfg.LatencyItems, cfg.ItemSize)
 	items := makeItems(cfg.LatencyItems, cfg.ItemSize)
-	var submits []float64
-	for i := range warmup + cfg.LatencyBatches {
-		if i == warmup {
-			cost.start(srv)
+	raw := func() (time.Duration, error) {
+		d, err := rig.roundTrip(ctx, payloads)
+		if err != nil {
+			return 0, fmt.Errorf("raw latency: %w", err)
 		}
+		return d, nil
+	}
+	var submits []float64
+	fanout := func() (time.Duration, error) {
 		br, err := dep.batch(ctx, items, batchOptions(cfg), false)
 		if err != nil {
-			return fmt.Errorf("fanout latency: %w", err)
+			return 0, fmt.Errorf("fanout latency: %w", err)
 		}
-		if i >= warmup {
-			row.FanoutMS = append(row.FanoutMS, ms(br.took))
-			submits = append(submits, br.phases.SubmitReplyMS)
+		submits = append(submits, br.phases.SubmitReplyMS)
+		return br.took, nil
+	}
+	for range warmup {
+		if _, err := raw(); err != nil {
+			return err
+		}
+		if _, err := fanout(); err != nil {
+			return err
 		}
 	}
-	row.FanoutCPUMS, row.FanoutMsgsIn, row.FanoutMsgsOut = cost.perBatch(srv, cfg.LatencyBatches)
+	submits = submits[:0]
+	var rawCost, fanoutCost batchCost
+	for done := 0; done < cfg.LatencyBatches; done += latencyBlock {
+		n := min(latencyBlock, cfg.LatencyBatches-done)
+		for _, side := range []struct {
+			once func() (time.Duration, error)
+			cost *batchCost
+			ms   *[]float64
+		}{{raw, &rawCost, &row.RawMS}, {fanout, &fanoutCost, &row.FanoutMS}} {
+			side.cost.resume(srv)
+			for range n {
+				d, err := side.once()
+				if err != nil {
+					return err
+				}
+				*side.ms = append(*side.ms, ms(d))
+			}
+			side.cost.pause(srv)
+		}
+	}
+	row.RawCPUMS, row.RawMsgsIn, row.RawMsgsOut = rawCost.perBatch(cfg.LatencyBatches)
+	row.FanoutCPUMS, row.FanoutMsgsIn, row.FanoutMsgsOut = fanoutCost.perBatch(cfg.LatencyBatches)
 	row.FanoutSubmitP50 = percentile(submits, 50)
 	row.RawP50, row.RawP99 = percentile(row.RawMS, 50), percentile(row.RawMS, 99)
 	row.FanoutP50, row.FanoutP99 = percentile(row.FanoutMS, 50), percentile(row.FanoutMS, 99)
@@ -524,19 +541,40 @@ func runLatency(ctx context.Context, cfg Config, srv *benchServer, rep *Report, 
 	return nil
 }
 
+// latencyBlock is how many batches raw and fanout each run in a turn of
+// (d).
+const latencyBlock = 25
+
 // batchCost is what a run of small batches cost the whole process (CPU,
 // server included) and the server (messages), for (d): with two cores a
-// small batch's latency follows its CPU.
+// small batch's latency follows its CPU. It adds up the stretches between
+// resume and pause. (Work a batch leaves behind, like fanout's final state
+// save, can fall into the other side's next stretch: at most one batch's
+// worth per turn.)
 type batchCost struct {
-	cpu  time.Duration
-	msgs msgCounts
+	cpu      time.Duration
+	msgs     msgCounts
+	startCPU time.Duration
+	start    msgCounts
 }
 
-func (c *batchCost) start(srv *benchServer) { c.cpu, c.msgs = cpuTime(), srv.msgCounts() }
+// The server's counters are read outside the CPU stretch: reading them
+// costs CPU too.
+func (c *batchCost) resume(srv *benchServer) {
+	c.start = srv.msgCounts()
+	c.startCPU = cpuTime()
+}
 
-func (c *batchCost) perBatch(srv *benchServer, batches int) (cpuMS, in, out float64) {
-	m, n := srv.msgCounts(), float64(batches)
-	return ms(cpuTime()-c.cpu) / n, float64(m.in-c.msgs.in) / n, float64(m.out-c.msgs.out) / n
+func (c *batchCost) pause(srv *benchServer) {
+	c.cpu += cpuTime() - c.startCPU
+	m := srv.msgCounts()
+	c.msgs.in += m.in - c.start.in
+	c.msgs.out += m.out - c.start.out
+}
+
+func (c *batchCost) perBatch(batches int) (cpuMS, in, out float64) {
+	n := float64(batches)
+	return ms(c.cpu) / n, float64(c.msgs.in) / n, float64(c.msgs.out) / n
 }
 
 // runBatching measures (e): one batch of the largest size with

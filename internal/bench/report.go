@@ -91,6 +91,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Rows) > 0 {
 		notes = append(notes, "CPU µs/item is the whole process's CPU time (server included) per item; on the (c) line it is raw ÷ fanout, on the (d) ratio line fanout ÷ raw (a small batch's latency follows its CPU on two cores)")
 	}
+	if r.Latency.Batches > 0 {
+		notes = append(notes, fmt.Sprintf("(d): raw and fanout take turns, %d batches each at a time, so that the machine's drift hits both", latencyBlock))
+	}
 	if !b.Measured && b.Reason != "" {
 		notes = append(notes, "(e) "+b.Reason)
 	}
