@@ -66,7 +66,7 @@ type driver struct {
 
 	// A watched batch (watch.go): hints of published results, and the
 	// reads of stored results they call for.
-	hints     chan int
+	hints     chan *nats.Msg
 	hinted    []bool
 	nHinted   int
 	sinceRead int       // hints since the last read
@@ -417,12 +417,12 @@ func (d *driver) run(ctx context.Context) error {
 				return err
 			}
 			d.fill(ctx)
-		case item := <-d.hints:
-			d.hint(item)
+		case m := <-d.hints:
+			d.hint(m)
 			for n := 0; n < 256; n++ {
 				select {
-				case item := <-d.hints:
-					d.hint(item)
+				case m := <-d.hints:
+					d.hint(m)
 					continue
 				default:
 				}
@@ -469,7 +469,7 @@ func (d *driver) consumeResults(ctx context.Context) error {
 		}
 	}
 	if r == nil && d.watchable() {
-		r = d.c.watchResults(d.batch)
+		r = d.c.watchResults(d.batch, d.st.Total)
 		if r.err != nil {
 			r = nil
 		} else {
@@ -504,7 +504,7 @@ type resultsReader struct {
 	ready chan struct{} // closed when the reader runs, or err is set
 	err   error
 	in    chan resultMsg
-	hints chan int
+	hints chan *nats.Msg
 	stop  func() // safe to call twice
 }
 

@@ -235,7 +235,7 @@ func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) (handO
 	c.accepted.Store(batch, ab)
 	startWatch = func() {
 		if ab.results == nil {
-			ab.results = c.watchResults(batch)
+			ab.results = c.watchResults(batch, len(req.Items))
 		}
 	}
 	handOff = func(st *messages.BatchState, rev uint64, first *driver) {

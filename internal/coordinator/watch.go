@@ -52,42 +52,36 @@ func (d *driver) watchable() bool {
 	return d.results != nil && d.st.Total <= watchMaxItems && d.req.Source == nil && d.req.Reduce == nil
 }
 
-// watchResults subscribes to a batch's result subjects. It is called right
-// after the batch's first window is published on the same connection, so
-// the server has the subscription a moment after the work, long before a
-// worker can have run an item. (Were a hint missed all the same, the batch
-// would be read at its next checkpoint tick instead.)
-func (c *Coordinator) watchResults(batch string) *resultsReader {
-	r := &resultsReader{ready: make(chan struct{}), hints: make(chan int, 64)}
+// watchResults subscribes to the result subjects of a batch of total
+// items. It is called right after the batch's first window is published on
+// the same connection, so the server has the subscription a moment after
+// the work, long before a worker can have run an item. (Were a hint missed
+// all the same, the batch would be read at its next checkpoint tick
+// instead.) The subscription delivers into the driver's channel directly
+// (no goroutine of its own); should the channel be full, nats.go drops the
+// hint, which only delays a read the same way.
+func (c *Coordinator) watchResults(batch string, total int) *resultsReader {
+	r := &resultsReader{ready: make(chan struct{}), hints: make(chan *nats.Msg, min(total, watchMaxItems)+16)}
 	defer close(r.ready)
-	stop := make(chan struct{})
-	sub, err := c.nc.Subscribe(c.names.ResultBatchFilter(batch), func(m *nats.Msg) {
-		_, item, ok := c.names.ParseResultSubject(m.Subject)
-		if !ok {
-			item = -1 // an unpack request: read it at once
-		}
-		if c.dropHint != nil && c.dropHint(item) {
-			return
-		}
-		select {
-		case r.hints <- item:
-		case <-stop:
-		}
-	})
+	sub, err := c.nc.ChanSubscribe(c.names.ResultBatchFilter(batch), r.hints)
 	if err != nil {
 		r.err = fmt.Errorf("results subscription: %w", err)
 		r.stop = func() {}
 		return r
 	}
-	r.stop = sync.OnceFunc(func() {
-		close(stop)
-		_ = sub.Unsubscribe()
-	})
+	r.stop = sync.OnceFunc(func() { _ = sub.Unsubscribe() })
 	return r
 }
 
-// hint records a result published for item (-1: not an item's result).
-func (d *driver) hint(item int) {
+// hint records a result published (subject m.Subject).
+func (d *driver) hint(m *nats.Msg) {
+	_, item, ok := d.c.names.ParseResultSubject(m.Subject)
+	if !ok {
+		item = -1 // an unpack request: read it at once
+	}
+	if d.c.dropHint != nil && d.c.dropHint(item) {
+		return
+	}
 	d.sinceRead++
 	if item < 0 {
 		d.readDue = true
