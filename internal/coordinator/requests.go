@@ -79,7 +79,7 @@ func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages
 func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*messages.SubmitReply, *messages.Error) {
 	if req.ID != "" {
 		if st, _, err := c.state.Get(ctx, req.ID); err == nil {
-			return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}, nil
+			return c.existingReply(ctx, st)
 		} else if !errors.Is(err, aggregate.ErrNotFound) {
 			return nil, unavailable(err)
 		}
@@ -315,13 +315,23 @@ func (c *Coordinator) firstWindow(ctx context.Context, req *messages.BatchReques
 	return d
 }
 
+// existingReply answers a submit of an id already taken with that batch,
+// with the outcome of its aggregate if it is out (the stored state lags
+// the aggregate by a moment).
+func (c *Coordinator) existingReply(ctx context.Context, st *messages.BatchState) (*messages.SubmitReply, *messages.Error) {
+	if err := c.withOutcome(ctx, st); err != nil {
+		return nil, unavailable(err)
+	}
+	return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}, nil
+}
+
 // existing describes a batch whose token is already stored. Its state may
 // lag the token by a moment (its submitter is creating it).
 func (c *Coordinator) existing(ctx context.Context, batch string) (*messages.SubmitReply, *messages.Error) {
 	for {
 		st, _, err := c.state.Get(ctx, batch)
 		if err == nil {
-			return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}, nil
+			return c.existingReply(ctx, st)
 		}
 		if !errors.Is(err, aggregate.ErrNotFound) {
 			return nil, unavailable(err)
