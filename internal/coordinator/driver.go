@@ -893,7 +893,7 @@ func (d *driver) publishProgress() {
 	if !d.st.Status.Final() {
 		p.InFlight = max(d.next-p.Done, 0)
 	}
-	b, _ := json.Marshal(p)
+	b, _ := messages.Encode(p)
 	_ = d.c.nc.Publish(d.c.names.Progress(d.batch), b)
 	d.lastProgress = time.Now()
 	d.progressDone = p.Done

@@ -117,7 +117,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff, startWatch := c.expectToken(&req, c.watchableRequest(&req))
+	handOff := c.expectToken(&req, c.watchableRequest(&req))
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
@@ -145,7 +145,6 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	var first *driver
 	if ownID {
 		first = c.firstWindow(ctx, &req, st)
-		startWatch()
 	}
 	var ack *jetstream.PubAck
 	select {
@@ -168,7 +167,6 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 		// The token is stored, so the batch will run whatever happens
 		// now: the first window goes out while the state is created.
 		first = c.firstWindow(ctx, &req, st)
-		startWatch()
 	}
 	rev, err := c.state.Create(ctx, st)
 	if errors.Is(err, aggregate.ErrExists) {
@@ -220,27 +218,23 @@ type acceptedBatch struct {
 // function hands over its created state (or nil when this coordinator did
 // not create it); it must be called once.
 //
-// A batch that is not watched gets its results consumer at once (creating
-// it is a slow round trip). A watched batch's subscription is made by
-// startWatch, called right after the first window is published: the SUB
-// then follows the work on the connection (the server handles a SUB of a
-// wildcard by walking its whole subscription cache, which would otherwise
-// hold up the work), and still comes long before any result.
-func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) (handOff func(*messages.BatchState, uint64, *driver), startWatch func()) {
+// The batch's results reader starts at once: a consumer because creating
+// it is a slow round trip; a watched batch's subscription because the
+// server must have it before any result is published. Made after the work
+// (tried: it spares the work the server's walk of its subscription cache),
+// it sometimes reached the server after a first result, whose hint was
+// then lost: a 100 ms wait for the next checkpoint tick, in 1% of batches.
+func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*messages.BatchState, uint64, *driver) {
 	batch := req.ID
 	ab := &acceptedBatch{ready: make(chan struct{}), req: req}
-	if !watch {
+	if watch {
+		ab.results = c.watchResults(batch, len(req.Items))
+	} else {
 		ab.results = c.readResults(batch, 0)
 	}
 	c.accepted.Store(batch, ab)
-	startWatch = func() {
-		if ab.results == nil {
-			ab.results = c.watchResults(batch, len(req.Items))
-		}
-	}
-	handOff = func(st *messages.BatchState, rev uint64, first *driver) {
+	return func(st *messages.BatchState, rev uint64, first *driver) {
 		if st != nil {
-			startWatch() // if no first window went out
 			cp := *st
 			ab.st, ab.rev, ab.first = &cp, rev, first
 		}
@@ -258,7 +252,6 @@ func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) (handO
 			}
 		})
 	}
-	return handOff, startWatch
 }
 
 // stopResults stops the batch's results reader, if it has one.
@@ -286,11 +279,7 @@ func (c *Coordinator) takeAccepted(ctx context.Context, batch string, tokenSeq u
 	select {
 	case <-ab.ready:
 	case <-ctx.Done():
-		// Its reader is set by the time it is ready.
-		go func() {
-			<-ab.ready
-			ab.stopResults()
-		}()
+		ab.stopResults()
 		return nil
 	}
 	if ab.st == nil || ab.st.TokenSeq != tokenSeq {

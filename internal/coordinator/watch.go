@@ -53,13 +53,12 @@ func (d *driver) watchable() bool {
 }
 
 // watchResults subscribes to the result subjects of a batch of total
-// items. It is called right after the batch's first window is published on
-// the same connection, so the server has the subscription a moment after
-// the work, long before a worker can have run an item. (Were a hint missed
-// all the same, the batch would be read at its next checkpoint tick
-// instead.) The subscription delivers into the driver's channel directly
-// (no goroutine of its own); should the channel be full, nats.go drops the
-// hint, which only delays a read the same way.
+// items. When it is called before the batch's first work message is
+// published on the same connection, the server has the subscription before
+// any result exists. The subscription delivers into the driver's channel
+// directly (no goroutine of its own); should the channel be full, nats.go
+// drops the hint, which only delays a read (to the next checkpoint tick),
+// as a lost hint always could.
 func (c *Coordinator) watchResults(batch string, total int) *resultsReader {
 	r := &resultsReader{ready: make(chan struct{}), hints: make(chan *nats.Msg, min(total, watchMaxItems)+16)}
 	defer close(r.ready)
