@@ -173,8 +173,10 @@ type Coordinator struct {
 	drivers map[string]*driver
 	subs    []*nats.Subscription
 	tokens  jetstream.MessagesContext
-	direct  *directGets
-	keeper  workKeeper
+	// idleDrivers hands a batch to a driver goroutine waiting for one.
+	idleDrivers chan func()
+	direct      *directGets
+	keeper      workKeeper
 	// dropHint, in tests, loses hints of watched batches (watch.go).
 	dropHint func(item int) bool
 
@@ -201,6 +203,8 @@ func New(cfg Config) (*Coordinator, error) {
 		log:     cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
 		drivers: map[string]*driver{},
 		stopped: make(chan struct{}),
+		// Unbuffered: a send succeeds only if a driver goroutine waits.
+		idleDrivers: make(chan func()),
 	}
 	c.keeper.every.Store(int64(keeperEvery))
 	return c, nil
@@ -378,10 +382,32 @@ func (c *Coordinator) takeTokens() {
 			continue
 		}
 		c.wg.Add(1)
-		go func() {
+		c.runDriver(func() {
 			defer c.wg.Done()
 			defer func() { <-slots }()
 			c.drive(c.runCtx, msg)
+		})
+	}
+}
+
+// runDriver runs fn on an idle driver goroutine, or a new one. Drivers are
+// reused because a new goroutine's small stack had to grow for each batch
+// (the JSON encoder's deep frames), as the worker's slots found. There are
+// never more of them than batches driven at once (MaxBatches); they end
+// with the coordinator.
+func (c *Coordinator) runDriver(fn func()) {
+	select {
+	case c.idleDrivers <- fn:
+	default:
+		go func() {
+			for {
+				fn()
+				select {
+				case fn = <-c.idleDrivers:
+				case <-c.runCtx.Done():
+					return
+				}
+			}
 		}()
 	}
 }
