@@ -324,7 +324,7 @@ func (w *Worker) slot() {
 // published then an ack, or a nak for a retry.
 func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbeat func()) {
 	defer stopHeartbeat()
-	meta, err := msg.Metadata()
+	delivered, err := numDelivered(msg)
 	if err != nil {
 		w.log.Warn().Err(err).Msg("work message without metadata")
 		return
@@ -341,7 +341,7 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 		return
 	}
 	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", items[0].Item).Logger()
-	attempt := int(meta.NumDelivered) + max(wm.Attempt, 1) - 1
+	attempt := int(delivered) + max(wm.Attempt, 1) - 1
 	maxAttempts := max(wm.MaxAttempts, 1)
 	results := make([]messages.ResultMessage, 0, len(items))
 
@@ -357,7 +357,7 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 		w.settle(msg, results, log)
 		return
 	}
-	if len(items) > 1 && wm.Unpack && meta.NumDelivered > 1 {
+	if len(items) > 1 && wm.Unpack && delivered > 1 {
 		// A group the coordinator packed on its own, delivered again: its
 		// last delivery was lost or asked for a retry. Rather than run the
 		// group again (an item that crashes its worker would take the
