@@ -60,15 +60,23 @@ func workStreamState(t *testing.T, env *testenv.Env) (msgs, keepers uint64) {
 	return info.State.Msgs, info.State.Subjects[names.WorkKeeper()]
 }
 
+// keeperEnv is a server, a coordinator that sends a keeper with every work
+// message, and a worker.
+func keeperEnv(t *testing.T) (*testenv.Env, *coordinator.Coordinator) {
+	t.Helper()
+	env := testenv.Server(t)
+	c := env.Coordinator(nil)
+	coordinator.SendKeeperEvery(c, 0)
+	env.Worker(nil)
+	return env, c
+}
+
 // Once a batch's work is all acked, the work stream still holds one
 // message: the keeper, which no worker takes and which each new keeper
 // replaces. So the stream's last block never empties.
 func TestWorkStreamKeepsOneKeeper(t *testing.T) {
 	t.Parallel()
-	env := testenv.Server(t)
-	c := env.Coordinator(nil)
-	coordinator.SendKeeperEvery(c, 0) // a keeper with every work message
-	env.Worker(nil)
+	env, _ := keeperEnv(t)
 	items, _ := sha256Items(10)
 	for range 3 {
 		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
@@ -95,10 +103,7 @@ func TestWorkStreamKeepsOneKeeper(t *testing.T) {
 // sending them, and batches run as before.
 func TestRefusedKeeperChangesNothingElse(t *testing.T) {
 	t.Parallel()
-	env := testenv.Server(t)
-	c := env.Coordinator(nil)
-	coordinator.SendKeeperEvery(c, 0)
-	env.Worker(nil)
+	env, c := keeperEnv(t)
 	ctx := ctxFor(t, 10*time.Second)
 	s, err := jsOf(t, env).Stream(ctx, names.WorkStream())
 	if err != nil {

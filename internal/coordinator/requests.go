@@ -241,23 +241,16 @@ func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*
 		close(ab.ready)
 		if st == nil {
 			if c.accepted.CompareAndDelete(batch, ab) {
-				ab.stopResults()
+				ab.results.stop()
 			}
 			return
 		}
 		// Dropped if no first delivery comes here to claim it.
 		time.AfterFunc(time.Minute, func() {
 			if c.accepted.CompareAndDelete(batch, ab) {
-				ab.stopResults()
+				ab.results.stop()
 			}
 		})
-	}
-}
-
-// stopResults stops the batch's results reader, if it has one.
-func (ab *acceptedBatch) stopResults() {
-	if ab.results != nil {
-		ab.results.stop()
 	}
 }
 
@@ -279,11 +272,11 @@ func (c *Coordinator) takeAccepted(ctx context.Context, batch string, tokenSeq u
 	select {
 	case <-ab.ready:
 	case <-ctx.Done():
-		ab.stopResults()
+		ab.results.stop()
 		return nil
 	}
 	if ab.st == nil || ab.st.TokenSeq != tokenSeq {
-		ab.stopResults()
+		ab.results.stop()
 		return nil
 	}
 	return ab
