@@ -177,8 +177,19 @@ type Coordinator struct {
 	idleDrivers chan func()
 	direct      *directGets
 	keeper      workKeeper
-	// dropHint, in tests, loses hints of watched batches (watch.go).
-	dropHint func(item int) bool
+	// resultsSeen is the highest results-stream sequence this coordinator
+	// knows to be stored: the floor of a new batch's reads (watch.go).
+	resultsSeen atomic.Uint64
+	// floorReads: new batches' reads start after resultsSeen. Only for a
+	// memory-stored stream, which looks for a wildcard subject by scanning
+	// every message from the start. A file store finds the first one from
+	// its per-subject index, and a start past its first message makes the
+	// server's pending count walk a whole block (fileStore.NumPending).
+	floorReads bool
+	// dropHint, in tests, loses hints of watched batches (watch.go), and
+	// onDirectRead sees where each of their reads starts.
+	dropHint     func(item int) bool
+	onDirectRead func(batch string, after uint64)
 
 	runCtx    context.Context
 	cancelRun context.CancelFunc
@@ -290,6 +301,10 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return c.fail(err)
 	}
 	c.state = aggregate.NewStore(c.stores.Batches)
+	if info := c.stores.Results.CachedInfo(); info != nil {
+		c.floorReads = info.Config.Storage == jetstream.MemoryStorage
+		c.sawResults(info.State.LastSeq)
+	}
 	// Objects are written in 128 KiB chunks published async: through the
 	// main context (8,192 pending) a large aggregate would sit in memory
 	// whole while the server catches up. A small window bounds it.
@@ -468,5 +483,15 @@ func (c *Coordinator) handlePoke(m *nats.Msg) {
 	c.mu.Unlock()
 	if d != nil {
 		d.poke()
+	}
+}
+
+// sawResults records that the results stream has stored sequence seq.
+func (c *Coordinator) sawResults(seq uint64) {
+	for {
+		cur := c.resultsSeen.Load()
+		if seq <= cur || c.resultsSeen.CompareAndSwap(cur, seq) {
+			return
+		}
 	}
 }

@@ -75,6 +75,9 @@ type driver struct {
 	rereads   int       // reads in a row that found fewer results than hinted
 	readTimer *time.Timer
 	readLater <-chan time.Time
+	// floor is a results-stream sequence stored before the batch's first
+	// work went out (0 if unknown): its reads start after it (watch.go).
+	floor uint64
 
 	// Auto packing (packing.go): handler times of the first results, and
 	// unpack requests waiting to be handled.
@@ -185,7 +188,7 @@ func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
 			// to decode it again.
 			d.req = *ab.req
 			ab.st.Owner = d.c.cfg.Name // saved with the first checkpoint
-			d.st, d.rev, d.epoch, d.early, d.first = ab.st, ab.rev, ab.st.Epoch, ab.results, ab.first
+			d.st, d.rev, d.epoch, d.early, d.first, d.floor = ab.st, ab.rev, ab.st.Epoch, ab.results, ab.first, ab.floor
 			d.fresh = true
 			return nil
 		}
@@ -566,6 +569,7 @@ func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
 }
 
 func (d *driver) onResult(m resultMsg) {
+	d.c.sawResults(m.seq)
 	var res messages.ResultMessage
 	if err := messages.Decode(m.data, &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}

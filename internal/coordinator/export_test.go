@@ -12,3 +12,7 @@ func SendKeeperEvery(c *Coordinator, d time.Duration) { c.keeper.every.Store(int
 
 // KeeperDisabled reports whether c stopped sending keepers.
 func KeeperDisabled(c *Coordinator) bool { return c.keeper.disabled.Load() }
+
+// OnDirectRead has c call see with the sequence after which each read of a
+// watched batch's stored results starts.
+func OnDirectRead(c *Coordinator, see func(batch string, after uint64)) { c.onDirectRead = see }

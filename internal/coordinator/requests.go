@@ -212,6 +212,7 @@ type acceptedBatch struct {
 	rev     uint64
 	results *resultsReader // started while the batch is accepted
 	first   *driver        // the first window's publishes, or nil
+	floor   uint64         // see driver.floor
 }
 
 // expectToken registers a batch about to be accepted. The returned
@@ -227,6 +228,11 @@ type acceptedBatch struct {
 func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*messages.BatchState, uint64, *driver) {
 	batch := req.ID
 	ab := &acceptedBatch{ready: make(chan struct{}), req: req}
+	if c.floorReads {
+		// Taken before any of the batch's work is published: every result
+		// of the batch is stored after it.
+		ab.floor = c.resultsSeen.Load()
+	}
 	if watch {
 		ab.results = c.watchResults(batch, len(req.Items))
 	} else {

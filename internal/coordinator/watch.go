@@ -28,6 +28,14 @@ import (
 //     ($JS.API.DIRECT.GET, next_by_subj), in stream order, and counts
 //     those exactly as the consumer's.
 //
+// On a memory-stored results stream, a new batch's first read starts
+// after its floor, not at the stream's start: the highest results-stream
+// sequence the coordinator had seen stored before it published the
+// batch's work. A memory store looks for a wildcard subject by scanning
+// every message from the start (memStore.loadNextMsgLocked once it holds
+// more than 256 subjects): with 100,000 results kept, a 10-item batch took
+// 18 ms instead of 2 (see floorReads for file storage).
+//
 // It reads when the hints cover what is left of the batch (or a window's
 // quarter of it), at once for a batch whose failure policy can end it, at
 // each checkpoint tick if hints came, and every watchSafetyRead whatever
@@ -41,6 +49,11 @@ const watchMaxItems = 256
 
 // watchSafetyRead is the longest a watched batch waits between reads.
 const watchSafetyRead = time.Second
+
+// floorDistrust is the number of reads in a row that find fewer results
+// than hinted (about 0.2 s of them) after which a watched batch stops
+// trusting its floor.
+const floorDistrust = 10
 
 // directBatch is how many results one direct get returns at most.
 const directBatch = 256
@@ -116,7 +129,11 @@ func (d *driver) readStored(ctx context.Context) {
 		return
 	}
 	d.readDue, d.sinceRead, d.lastRead = false, 0, time.Now()
-	if err := d.c.direct.read(ctx, d.c.names.ResultsStream(), d.c.names.ResultBatchFilter(d.batch), d.st.LastSeq, d.onResult); err != nil {
+	after := max(d.st.LastSeq, d.floor)
+	if d.c.onDirectRead != nil {
+		d.c.onDirectRead(d.batch, after)
+	}
+	if err := d.c.direct.read(ctx, d.c.names.ResultsStream(), d.c.names.ResultBatchFilter(d.batch), after, d.onResult); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -128,6 +145,14 @@ func (d *driver) readStored(ctx context.Context) {
 	// message before its stream stores it): look again soon.
 	if d.nHinted > d.st.Succeeded+d.st.Failed && !d.st.Status.Final() {
 		d.rereads++
+		if d.rereads == floorDistrust && d.floor > d.st.LastSeq {
+			// Results hinted for this long and not found after the floor
+			// can only be older than it: left by an earlier batch of the
+			// same id, or in a results stream made anew under this
+			// coordinator. Read from where the batch's count is.
+			d.log.Warn().Uint64("floor", d.floor).Msg("hinted results not found after the batch's floor; reading from its start")
+			d.floor = 0
+		}
 		if d.rereads <= 2 {
 			d.readDue = true
 			d.readStored(ctx)
