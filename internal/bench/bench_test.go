@@ -129,6 +129,34 @@ func TestMemoryOfBatchLargerThanAMessage(t *testing.T) {
 	}
 }
 
+// TestThroughputOfBatchLargerThanAMessage: (b) measures a batch larger
+// than the server's max_payload, its items sent by reference, and says so.
+func TestThroughputOfBatchLargerThanAMessage(t *testing.T) {
+	t.Parallel()
+	cfg := tiny(t)
+	cfg.Sizes, cfg.Runs, cfg.NoGuard, cfg.NoMemory = []int{15_000}, 2, true, true // about 1.5 MiB of items
+	cfg.LatencyBatches = 1
+	cfg.MaxPayload = 1 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Rows[0]; !r.ItemsByRef || len(r.FanoutRuns) != 2 || r.Fanout <= 0 {
+		t.Fatalf("throughput row %+v, want two fanout runs with items by reference", r)
+	}
+	var noted int
+	for _, n := range rep.Notes {
+		if strings.Contains(n, "items_ref") {
+			noted++
+		}
+	}
+	if noted != 1 {
+		t.Fatalf("notes %q: want one about items_ref", rep.Notes)
+	}
+}
+
 func TestAutoMaxPayload(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -139,7 +167,7 @@ func TestAutoMaxPayload(t *testing.T) {
 		{[]int{10_000}, nil, 1 << 20},
 		{[]int{10_000, 100_000}, nil, 10 << 20},
 		// 1,000,000 items of 100 bytes cannot fit: it does not raise the
-		// limit and is reported as not measurable.
+		// limit, and goes by reference (items_ref).
 		{[]int{10_000, 100_000}, []int{100_000, 1_000_000}, 10 << 20},
 	} {
 		cfg := Config{Sizes: tc.sizes, MemorySizes: tc.mem, NoMemory: tc.mem == nil}.withDefaults()

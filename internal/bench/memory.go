@@ -99,11 +99,6 @@ func measureCoordinator(ctx context.Context, cfg Config, srv *benchServer, n int
 	if err != nil {
 		var nerr *client.Error
 		switch {
-		case errors.Is(err, nats.ErrMaxPayload):
-			row.Reason = fmt.Sprintf("not measurable: the submit request is %s, over the server's max_payload of %s (%v). "+
-				"NATS defaults to 1 MiB; the bench raises it only as far as its largest submittable batch needs, at most to %s (the server's max_pending). "+
-				"A batch this size needs its items from the Object Store, which the engine does not support yet",
-				mib(int64(row.RequestBytes)), mib(dep.nc.MaxPayload()), err, mib(MaxPayloadCap))
 		case errors.As(err, &nerr) && nerr.Code == client.CodeTooLarge:
 			row.Reason = "not measurable: the coordinator refused the batch: " + nerr.Message
 		default:

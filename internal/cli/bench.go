@@ -108,7 +108,7 @@ goes to stdout, progress to stderr, everything to the --json file.`,
 	f.StringVar(&coordinatorBin, "coordinator-bin", "", "coordinator binary for (f), e.g. a build of cmd/coordinator (default: this program; only it reports its heap)")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "max_in_flight of the fanout batches (0: the engine's default)")
 	f.IntVar(&cfg.ItemsPerMessage, "items-per-message", 0, "items per work message for (e)")
-	f.IntVar(&cfg.MaxPayload, "max-payload", 0, "the server's max_payload in bytes (0: the smallest whole MiB that fits the largest batch, at most 64 MiB)")
+	f.IntVar(&cfg.MaxPayload, "max-payload", 0, "the server's max_payload in bytes (0: the smallest whole MiB that fits the largest batch, at most 64 MiB; a batch that does not fit sends its items by reference, items_ref)")
 	f.BoolVar(&cfg.NoGuard, "no-guard", false, "skip the raw round trip with the per-item result guard")
 	f.BoolVar(&cfg.Phases, "phases", false, "also time the first and last result of each fanout run (a core NATS subscription on the results)")
 	f.StringVar(&cfg.DataDir, "data", "", "JetStream data directory (default: a temporary one, removed after)")
