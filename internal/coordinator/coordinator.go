@@ -187,9 +187,10 @@ type Coordinator struct {
 	// server's pending count walk a whole block (fileStore.NumPending).
 	floorReads bool
 	// dropHint, in tests, loses hints of watched batches (watch.go), and
-	// onDirectRead sees where each of their reads starts.
-	dropHint     func(item int) bool
-	onDirectRead func(batch string, after uint64)
+	// onRead sees after which sequence each read of results starts (a
+	// watched batch's read, or a consumer's creation).
+	dropHint func(item int) bool
+	onRead   func(batch string, after uint64)
 
 	runCtx    context.Context
 	cancelRun context.CancelFunc

@@ -515,6 +515,9 @@ type resultsReader struct {
 // lastSeq. Creating the consumer is a slow round trip (about half a
 // millisecond here), so the accepting coordinator starts it at once.
 func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
+	if c.onRead != nil {
+		c.onRead(batch, lastSeq)
+	}
 	r := &resultsReader{ready: make(chan struct{}), in: make(chan resultMsg, 1024)}
 	stop := make(chan struct{})
 	var cc jetstream.ConsumeContext

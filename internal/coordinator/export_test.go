@@ -13,6 +13,7 @@ func SendKeeperEvery(c *Coordinator, d time.Duration) { c.keeper.every.Store(int
 // KeeperDisabled reports whether c stopped sending keepers.
 func KeeperDisabled(c *Coordinator) bool { return c.keeper.disabled.Load() }
 
-// OnDirectRead has c call see with the sequence after which each read of a
-// watched batch's stored results starts.
-func OnDirectRead(c *Coordinator, see func(batch string, after uint64)) { c.onDirectRead = see }
+// OnRead has c call see with the sequence after which each read of a
+// batch's stored results starts: a watched batch's read, or a consumer's
+// creation.
+func OnRead(c *Coordinator, see func(batch string, after uint64)) { c.onRead = see }

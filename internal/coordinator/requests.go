@@ -117,7 +117,8 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	handOff := c.expectToken(&req, c.watchableRequest(&req))
+	watch := c.watchableRequest(&req)
+	handOff := c.expectToken(&req, watch, c.resultsFloor(ctx, watch))
 	now := time.Now().UTC()
 	st := &messages.BatchState{
 		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
@@ -225,18 +226,13 @@ type acceptedBatch struct {
 // (tried: it spares the work the server's walk of its subscription cache),
 // it sometimes reached the server after a first result, whose hint was
 // then lost: a 100 ms wait for the next checkpoint tick, in 1% of batches.
-func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*messages.BatchState, uint64, *driver) {
+func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool, floor uint64) func(*messages.BatchState, uint64, *driver) {
 	batch := req.ID
-	ab := &acceptedBatch{ready: make(chan struct{}), req: req}
-	if c.floorReads {
-		// Taken before any of the batch's work is published: every result
-		// of the batch is stored after it.
-		ab.floor = c.resultsSeen.Load()
-	}
+	ab := &acceptedBatch{ready: make(chan struct{}), req: req, floor: floor}
 	if watch {
 		ab.results = c.watchResults(batch, len(req.Items))
 	} else {
-		ab.results = c.readResults(batch, 0)
+		ab.results = c.readResults(batch, floor)
 	}
 	c.accepted.Store(batch, ab)
 	return func(st *messages.BatchState, rev uint64, first *driver) {
@@ -258,6 +254,36 @@ func (c *Coordinator) expectToken(req *messages.BatchRequest, watch bool) func(*
 			}
 		})
 	}
+}
+
+// resultsFloor returns a results-stream sequence stored before a new
+// batch's work is published, so below all of the batch's results, for its
+// reads to start after (0: from the start). Only on memory storage (see
+// floorReads). A watched batch takes the highest sequence this coordinator
+// has seen, at no cost; it drops it if hinted results stay missing
+// (watch.go). A batch read with a consumer has no hints to tell, so it asks
+// the stream, one round trip before a batch of hundreds of items at least:
+// that is right even in a results stream made anew since.
+func (c *Coordinator) resultsFloor(ctx context.Context, watch bool) uint64 {
+	switch {
+	case !c.floorReads:
+		return 0
+	case watch:
+		return c.resultsSeen.Load()
+	}
+	info, err := c.stores.Results.Info(ctx)
+	if err != nil {
+		c.log.Debug().Err(err).Msg("results stream info for a new batch's floor; reading from the start")
+		return 0
+	}
+	if last := info.State.LastSeq; last < c.resultsSeen.Load() {
+		// The stream was made anew: what this coordinator saw before is
+		// no floor any more. (A lower floor is always safe.)
+		c.resultsSeen.Store(last)
+	} else {
+		c.sawResults(last)
+	}
+	return info.State.LastSeq
 }
 
 // watchableRequest reports whether a new batch's results may be watched

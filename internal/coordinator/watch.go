@@ -130,8 +130,8 @@ func (d *driver) readStored(ctx context.Context) {
 	}
 	d.readDue, d.sinceRead, d.lastRead = false, 0, time.Now()
 	after := max(d.st.LastSeq, d.floor)
-	if d.c.onDirectRead != nil {
-		d.c.onDirectRead(d.batch, after)
+	if d.c.onRead != nil {
+		d.c.onRead(d.batch, after)
 	}
 	if err := d.c.direct.read(ctx, d.c.names.ResultsStream(), d.c.names.ResultBatchFilter(d.batch), after, d.onResult); err != nil {
 		if ctx.Err() != nil {

@@ -253,10 +253,11 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 		}
 	}
 	first := env.Coordinator(storage)
-	coordinator.OnDirectRead(first, record)
+	coordinator.OnRead(first, record)
 	env.Worker(nil)
 	items, _ := sha256Items(5)
-	ctx := ctxFor(t, 30*time.Second)
+	bigItems, _ := sha256Items(300) // more than a watched batch's: read with a consumer
+	ctx := ctxFor(t, 60*time.Second)
 	results, err := jsOf(t, env).Stream(ctx, names.ResultsStream())
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +270,7 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 		}
 		return info.State.LastSeq
 	}
-	run := func(what string) {
+	run := func(what string, items []json.RawMessage) {
 		t.Helper()
 		before := lastSeq()
 		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
@@ -290,12 +291,50 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 	}
 	r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
 	env.Wait(r.BatchID, 30*time.Second)
-	run("a batch after another")
+	run("a batch after another", items)
+	run("a batch read with a consumer", bigItems)
 	if err := first.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	coordinator.OnDirectRead(env.Coordinator(storage), record)
-	run("a coordinator's first batch")
+	coordinator.OnRead(env.Coordinator(storage), record)
+	run("a coordinator's first batch", items)
+}
+
+// A memory-stored results stream made anew under a running coordinator
+// starts its sequences again from 1, below every floor the coordinator
+// knew: a watched batch drops its floor once its hinted results stay
+// missing, and a batch read with a consumer takes its floor from the
+// stream itself. Both are counted.
+func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
+	env.Worker(nil)
+	small, _ := sha256Items(5)
+	big, _ := sha256Items(300)
+	for range 3 {
+		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: big})
+		env.Wait(r.BatchID, 30*time.Second)
+	}
+	ctx := ctxFor(t, 60*time.Second)
+	js := jsOf(t, env)
+	s, err := js.Stream(ctx, names.ResultsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, items := range [][]json.RawMessage{small, big, small} {
+		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
+		if agg := env.Wait(r.BatchID, 20*time.Second); agg.Succeeded != len(items) || agg.Failed != 0 {
+			t.Fatalf("batch of %d after the stream was made anew: aggregate %+v", len(items), agg)
+		}
+	}
 }
 
 // A result stored below a batch's floor (left by an earlier batch of the
