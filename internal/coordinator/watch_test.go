@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sync"
@@ -120,11 +121,7 @@ func TestWatchedBatchFallsBackToAConsumer(t *testing.T) {
 	c, batch, _, release := heldBatch(t, env, n, 5)
 	ctx := ctxFor(t, 10*time.Second)
 	js := jsOf(t, env)
-	s, err := js.Stream(ctx, names.ResultsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
+	cfg := resultsStreamConfig(ctx, t, js)
 	cfg.AllowDirect = false
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
@@ -318,11 +315,7 @@ func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 	}
 	ctx := ctxFor(t, 60*time.Second)
 	js := jsOf(t, env)
-	s, err := js.Stream(ctx, names.ResultsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := s.CachedInfo().Config
+	cfg := resultsStreamConfig(ctx, t, js)
 	if err := js.DeleteStream(ctx, cfg.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -360,4 +353,14 @@ func TestResultBelowTheFloorIsCounted(t *testing.T) {
 	if agg.Succeeded != 1 || len(agg.Results) != 1 || string(agg.Results[0].Output) != `"from before"` {
 		t.Fatalf("aggregate %+v, want the stored result counted", agg)
 	}
+}
+
+// resultsStreamConfig returns the results stream's configuration.
+func resultsStreamConfig(ctx context.Context, t *testing.T, js jetstream.JetStream) jetstream.StreamConfig {
+	t.Helper()
+	s, err := js.Stream(ctx, names.ResultsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Config
 }
