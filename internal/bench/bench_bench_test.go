@@ -87,13 +87,6 @@ func BenchmarkFanoutEndToEnd(b *testing.B) {
 // fanout and raw.
 func BenchmarkLatency(b *testing.B) {
 	b.Run("fanout", func(b *testing.B) {
-		if b.N > 900 {
-			// Each batch leaves two ordered consumers behind (the client's
-			// Wait on the done stream, the coordinator's results reader)
-			// until their 5-minute inactivity threshold, and the server
-			// allows 1,000 consumers per stream by default.
-			b.Skipf("%d batches in a row would exceed the server's default of 1,000 consumers per stream (see the bench's notes)", b.N)
-		}
 		cfg := benchConfig(b)
 		srv := benchServerFor(b, cfg)
 		dep, err := startFanout(context.Background(), srv.url, fanoutPrefix, cfg, true)
