@@ -178,13 +178,14 @@ type Coordinator struct {
 	direct      *directGets
 	keeper      workKeeper
 	// resultsSeen is the highest results-stream sequence this coordinator
-	// knows to be stored: the floor of a new batch's reads (watch.go).
+	// knows to be stored: a watched batch's floor (resultsFloor).
 	resultsSeen atomic.Uint64
-	// floorReads: new batches' reads start after resultsSeen. Only for a
-	// memory-stored stream, which looks for a wildcard subject by scanning
-	// every message from the start. A file store finds the first one from
-	// its per-subject index, and a start past its first message makes the
-	// server's pending count walk a whole block (fileStore.NumPending).
+	// floorReads: new batches' reads start after a floor (resultsFloor).
+	// Only for a memory-stored stream, which looks for a wildcard subject
+	// by scanning every message from the start. A file store finds the
+	// first one from its per-subject index, and a start past its first
+	// message makes the server's pending count walk a whole block
+	// (fileStore.NumPending).
 	floorReads bool
 	// dropHint, in tests, loses hints of watched batches (watch.go), and
 	// onRead sees after which sequence each read of results starts (a

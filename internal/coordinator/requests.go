@@ -271,19 +271,29 @@ func (c *Coordinator) resultsFloor(ctx context.Context, watch bool) uint64 {
 	case watch:
 		return c.resultsSeen.Load()
 	}
-	info, err := c.stores.Results.Info(ctx)
+	last, err := c.resultsLastSeq(ctx)
 	if err != nil {
 		c.log.Debug().Err(err).Msg("results stream info for a new batch's floor; reading from the start")
 		return 0
 	}
+	return last
+}
+
+// resultsLastSeq asks the results stream for its last sequence, and takes
+// it as what this coordinator has seen, lower or not: lower means the
+// stream was made anew, and what was seen before is no floor any more (a
+// lower floor is always safe).
+func (c *Coordinator) resultsLastSeq(ctx context.Context) (uint64, error) {
+	info, err := c.stores.Results.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if last := info.State.LastSeq; last < c.resultsSeen.Load() {
-		// The stream was made anew: what this coordinator saw before is
-		// no floor any more. (A lower floor is always safe.)
 		c.resultsSeen.Store(last)
 	} else {
 		c.sawResults(last)
 	}
-	return info.State.LastSeq
+	return info.State.LastSeq, nil
 }
 
 // watchableRequest reports whether a new batch's results may be watched

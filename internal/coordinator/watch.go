@@ -152,6 +152,9 @@ func (d *driver) readStored(ctx context.Context) {
 			// coordinator. Read from where the batch's count is.
 			d.log.Warn().Uint64("floor", d.floor).Msg("hinted results not found after the batch's floor; reading from its start")
 			d.floor = 0
+			if _, err := d.c.resultsLastSeq(ctx); err != nil { // for the next batches' floors
+				d.log.Debug().Err(err).Msg("results stream info")
+			}
 		}
 		if d.rereads <= 2 {
 			d.readDue = true

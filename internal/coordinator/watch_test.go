@@ -300,12 +300,22 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 // A memory-stored results stream made anew under a running coordinator
 // starts its sequences again from 1, below every floor the coordinator
 // knew: a watched batch drops its floor once its hinted results stay
-// missing, and a batch read with a consumer takes its floor from the
-// stream itself. Both are counted.
+// missing, and has the coordinator ask the stream for the next batches'
+// floors; a batch read with a consumer takes its floor from the stream
+// itself. All are counted.
 func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
+	coord := env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
+	var mu sync.Mutex
+	firstAfter := map[string]uint64{}
+	coordinator.OnRead(coord, func(batch string, after uint64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := firstAfter[batch]; !ok {
+			firstAfter[batch] = after
+		}
+	})
 	env.Worker(nil)
 	small, _ := sha256Items(5)
 	big, _ := sha256Items(300)
@@ -322,10 +332,21 @@ func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 	if _, err := js.CreateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	for _, items := range [][]json.RawMessage{small, big, small} {
+	for i, items := range [][]json.RawMessage{small, small, big, small} {
+		s, err := js.Stream(ctx, cfg.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := s.CachedInfo().State.LastSeq
 		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
 		if agg := env.Wait(r.BatchID, 20*time.Second); agg.Succeeded != len(items) || agg.Failed != 0 {
-			t.Fatalf("batch of %d after the stream was made anew: aggregate %+v", len(items), agg)
+			t.Fatalf("batch %d (%d items) after the stream was made anew: aggregate %+v", i, len(items), agg)
+		}
+		mu.Lock()
+		after := firstAfter[r.BatchID]
+		mu.Unlock()
+		if i > 0 && after > before {
+			t.Errorf("batch %d (%d items) after the stream was made anew: first read after sequence %d, past the stream's %d", i, len(items), after, before)
 		}
 	}
 }
