@@ -55,6 +55,12 @@ type Config struct {
 	CheckpointEvery    int
 	// ProgressInterval throttles progress events. Default 250ms.
 	ProgressInterval time.Duration
+	// PublishAckTimeout is the longest the coordinator waits for the
+	// acknowledgement of a publish it did not wait for (work messages)
+	// before it publishes again. On a cluster, a publish forwarded to a
+	// stream leader that dies is lost without a reply while the
+	// coordinator's own connection stays up. Default 10s.
+	PublishAckTimeout time.Duration
 	// InMemoryResults is the largest batch whose per-item results are kept
 	// in memory while it runs; larger ones are read back from the results
 	// stream when they finish. Default 10,000.
@@ -113,6 +119,9 @@ func (c Config) withDefaults() Config {
 	if c.ProgressInterval == 0 {
 		c.ProgressInterval = 250 * time.Millisecond
 	}
+	if c.PublishAckTimeout == 0 {
+		c.PublishAckTimeout = 10 * time.Second
+	}
 	if c.InMemoryResults == 0 {
 		c.InMemoryResults = 10_000
 	}
@@ -146,6 +155,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("auto pack %d: must be 1 (off) to %d", c.AutoPack, messages.MaxItemsPerMessage)
 	case c.DefaultTimeout < 0 || (c.DefaultTimeout > 0 && c.DefaultTimeout < time.Millisecond):
 		return fmt.Errorf("default timeout %s: must be at least 1ms (or 0 for the retention)", c.DefaultTimeout)
+	case c.PublishAckTimeout < time.Millisecond:
+		return fmt.Errorf("publish ack timeout %s: must be at least 1ms", c.PublishAckTimeout)
 	case c.DefaultTimeout > c.retention():
 		return fmt.Errorf("default timeout %s: must not exceed the retention of %s", c.DefaultTimeout, c.retention())
 	}
@@ -291,7 +302,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		}
 		c.nc, c.ownConn = nc, true
 	}
-	js, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(8192))
+	js, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(8192), jetstream.WithPublishAsyncTimeout(c.cfg.PublishAckTimeout))
 	if err != nil {
 		return c.fail(err)
 	}
@@ -310,7 +321,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	// Objects are written in 128 KiB chunks published async: through the
 	// main context (8,192 pending) a large aggregate would sit in memory
 	// whole while the server catches up. A small window bounds it.
-	blobJS, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(16))
+	blobJS, err := jetstream.New(c.nc, jetstream.WithPublishAsyncMaxPending(16), jetstream.WithPublishAsyncTimeout(c.cfg.PublishAckTimeout))
 	if err != nil {
 		return c.fail(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/client"
@@ -384,4 +385,34 @@ func resultsStreamConfig(ctx context.Context, t *testing.T, js jetstream.JetStre
 		t.Fatal(err)
 	}
 	return s.CachedInfo().Config
+}
+
+// A work publish lost without a reply (on a cluster: forwarded to a stream
+// leader that died, the coordinator's own connection still up) is
+// published again once its acknowledgement is overdue, and the batch
+// completes. Without the wait's limit the batch would never publish the
+// item, and hang.
+func TestLostWorkPublishIsPublishedAgain(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	const batch, lost = "lost-publish", 7
+	var once sync.Once
+	proxy := startDropProxy(t, env.Server.Addr().String(), func(subject string, msg []byte) bool {
+		dropped := false
+		if subject == names.Work("count", batch) && hasHeader(msg, "Nats-Msg-Id", messages.WorkMsgID(batch, lost)) {
+			once.Do(func() { dropped = true })
+		}
+		return dropped
+	})
+	nc, err := nats.Connect(proxy.url())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	env.Coordinator(func(c *coordinator.Config) { c.Conn, c.PublishAckTimeout = nc, 300*time.Millisecond })
+	const n = 20
+	c := newCounter(n)
+	env.Worker(c.register)
+	env.Submit(client.BatchRequest{ID: batch, Activity: "count", Items: echoItems(n)})
+	checkCounted(t, env, c, env.Wait(batch, 20*time.Second), n)
 }
