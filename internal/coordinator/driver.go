@@ -572,7 +572,9 @@ func (c *Coordinator) readResults(batch string, lastSeq uint64) *resultsReader {
 }
 
 func (d *driver) onResult(m resultMsg) {
-	d.c.sawResults(m.seq)
+	if d.c.floorReads { // a shared atomic per result: only where floors are used
+		d.c.sawResults(m.seq)
+	}
 	var res messages.ResultMessage
 	if err := messages.Decode(m.data, &res); err != nil {
 		res = messages.ResultMessage{OK: false, Error: "result message was not valid JSON"}

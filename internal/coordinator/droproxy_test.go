@@ -76,9 +76,7 @@ func (p *dropProxy) forward(server io.Writer, client io.Reader) {
 		var size int
 		if len(f) > 0 {
 			switch strings.ToUpper(f[0]) {
-			case "PUB":
-				size, _ = strconv.Atoi(f[len(f)-1])
-			case "HPUB":
+			case "PUB", "HPUB": // the last field is the payload's size
 				size, _ = strconv.Atoi(f[len(f)-1])
 			default:
 				size = -1

@@ -241,17 +241,9 @@ func TestNewBatchReadsAfterItsFloor(t *testing.T) {
 func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 	env := testenv.Server(t)
 	storage := func(c *coordinator.Config) { c.Topology.Memory = memory }
-	var mu sync.Mutex
-	firstAfter := map[string]uint64{}
-	record := func(batch string, after uint64) {
-		mu.Lock()
-		defer mu.Unlock()
-		if _, ok := firstAfter[batch]; !ok {
-			firstAfter[batch] = after
-		}
-	}
+	reads := &firstReads{}
 	first := env.Coordinator(storage)
-	coordinator.OnRead(first, record)
+	reads.watch(first)
 	env.Worker(nil)
 	items, _ := sha256Items(5)
 	bigItems, _ := sha256Items(300) // more than a watched batch's: read with a consumer
@@ -275,9 +267,7 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 		if agg := env.Wait(r.BatchID, 30*time.Second); agg.Succeeded != len(items) {
 			t.Fatalf("%s: aggregate %+v", what, agg)
 		}
-		mu.Lock()
-		after, ok := firstAfter[r.BatchID]
-		mu.Unlock()
+		after, ok := reads.of(r.BatchID)
 		switch {
 		case !ok:
 			t.Fatalf("%s: no read", what)
@@ -294,7 +284,7 @@ func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
 	if err := first.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	coordinator.OnRead(env.Coordinator(storage), record)
+	reads.watch(env.Coordinator(storage))
 	run("a coordinator's first batch", items)
 }
 
@@ -308,15 +298,8 @@ func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	coord := env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
-	var mu sync.Mutex
-	firstAfter := map[string]uint64{}
-	coordinator.OnRead(coord, func(batch string, after uint64) {
-		mu.Lock()
-		defer mu.Unlock()
-		if _, ok := firstAfter[batch]; !ok {
-			firstAfter[batch] = after
-		}
-	})
+	reads := &firstReads{}
+	reads.watch(coord)
 	env.Worker(nil)
 	small, _ := sha256Items(5)
 	big, _ := sha256Items(300)
@@ -343,9 +326,7 @@ func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 		if agg := env.Wait(r.BatchID, 20*time.Second); agg.Succeeded != len(items) || agg.Failed != 0 {
 			t.Fatalf("batch %d (%d items) after the stream was made anew: aggregate %+v", i, len(items), agg)
 		}
-		mu.Lock()
-		after := firstAfter[r.BatchID]
-		mu.Unlock()
+		after, _ := reads.of(r.BatchID)
 		if i > 0 && after > before {
 			t.Errorf("batch %d (%d items) after the stream was made anew: first read after sequence %d, past the stream's %d", i, len(items), after, before)
 		}
@@ -415,4 +396,31 @@ func TestLostWorkPublishIsPublishedAgain(t *testing.T) {
 	env.Worker(c.register)
 	env.Submit(client.BatchRequest{ID: batch, Activity: "count", Items: echoItems(n)})
 	checkCounted(t, env, c, env.Wait(batch, 20*time.Second), n)
+}
+
+// firstReads records, per batch, the sequence after which the first read
+// of its results started (coordinator.OnRead).
+type firstReads struct {
+	mu    sync.Mutex
+	after map[string]uint64
+}
+
+func (f *firstReads) watch(c *coordinator.Coordinator) {
+	coordinator.OnRead(c, func(batch string, after uint64) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.after == nil {
+			f.after = map[string]uint64{}
+		}
+		if _, ok := f.after[batch]; !ok {
+			f.after[batch] = after
+		}
+	})
+}
+
+func (f *firstReads) of(batch string) (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	after, ok := f.after[batch]
+	return after, ok
 }
