@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/objects"
 )
 
 // Wire types, shared with the coordinator (see docs/protocol.md).
@@ -249,17 +249,16 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 	if err != nil {
 		return nil, err
 	}
-	if agg.ResultsRef != nil {
-		if agg.Results, err = aggregate.LoadResults(ctx, c.js, agg.ResultsRef, agg.Total); err != nil {
-			return agg, err
+	var results []ItemResult
+	err = objects.Results(ctx, c.js, agg, func(r ItemResult) error {
+		if err := c.claimOutput(ctx, &r); err != nil {
+			return err
 		}
-	}
-	for i := range agg.Results {
-		if err := c.claimOutput(ctx, &agg.Results[i]); err != nil {
-			return agg, err
-		}
-	}
-	return agg, nil
+		results = append(results, r)
+		return nil
+	})
+	agg.Results = results
+	return agg, err
 }
 
 // claimOutput fills an item result's Output from the object store when the

@@ -1,12 +1,9 @@
 package client
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"iter"
 	"time"
 
@@ -15,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/objects"
 )
 
 // Results returns the per-item results of a batch in item order, from its
@@ -40,51 +38,18 @@ func (c *Client) Results(ctx context.Context, batchID string) iter.Seq2[ItemResu
 			yield(ItemResult{}, err)
 			return
 		}
-		if agg.ResultsRef == nil {
-			for _, r := range agg.Results {
-				if err := c.claimOutput(ctx, &r); err != nil {
-					yield(ItemResult{}, err)
-					return
-				}
-				if !yield(r, nil) {
-					return
-				}
+		errStop := errors.New("stop")
+		err = objects.Results(ctx, c.js, agg, func(r ItemResult) error {
+			if err := c.claimOutput(ctx, &r); err != nil {
+				return err
 			}
-			return
-		}
-		if err := c.streamResults(ctx, agg.ResultsRef, yield); err != nil {
+			if !yield(r, nil) {
+				return errStop
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStop) {
 			yield(ItemResult{}, fmt.Errorf("results of %s: %w", batchID, err))
-		}
-	}
-}
-
-// streamResults yields the JSON Lines of a results object one by one. It
-// returns an error only while yield still wants more.
-func (c *Client) streamResults(ctx context.Context, ref *messages.ObjectRef, yield func(ItemResult, error) bool) error {
-	obs, err := c.js.ObjectStore(ctx, ref.Bucket)
-	if err != nil {
-		return fmt.Errorf("object store %s: %w", ref.Bucket, err)
-	}
-	obj, err := obs.Get(ctx, ref.Name)
-	if err != nil {
-		return fmt.Errorf("object %s: %w", ref.Name, err)
-	}
-	defer obj.Close()
-	dec := json.NewDecoder(bufio.NewReaderSize(obj, 64*1024))
-	for {
-		var r ItemResult
-		err := dec.Decode(&r)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("object %s: %w", ref.Name, err)
-		}
-		if err := c.claimOutput(ctx, &r); err != nil {
-			return err
-		}
-		if !yield(r, nil) {
-			return nil
 		}
 	}
 }

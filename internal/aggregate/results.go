@@ -2,117 +2,97 @@ package aggregate
 
 import (
 	"bufio"
-	"context"
-	"fmt"
+	"encoding/json"
 	"io"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/fanoutdev/fanout/internal/messages"
-	"github.com/fanoutdev/fanout/internal/topology"
 )
 
-// Results gathers the per-item results of a batch in item order.
+// Results assembles a batch's per-item results, given in any order, in
+// item order: in memory for a batch small enough to carry them in its
+// aggregate, or else written as they come to a JSON Lines object (the
+// aggregate's results_ref), holding only the results that arrived ahead
+// of an earlier item still missing, so that memory does not grow with the
+// batch.
 type Results struct {
-	items []messages.ItemResult
-	have  []bool
+	total  int
+	items  []messages.ItemResult // in memory, or nil
+	have   []bool
+	lines  *OrderedWriter // written as they come, or nil
+	output json.RawMessage
 }
 
-// NewResults makes room for total items.
+// NewResults assembles the results of total items in memory.
 func NewResults(total int) *Results {
-	return &Results{items: make([]messages.ItemResult, total), have: make([]bool, total)}
+	return &Results{total: total, items: make([]messages.ItemResult, total), have: make([]bool, total)}
 }
 
-// Add records one item's result; out-of-range items are ignored.
-func (r *Results) Add(res *messages.ResultMessage, item int) {
-	if item < 0 || item >= len(r.items) {
-		return
-	}
-	r.items[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
-	r.have[item] = true
+// NewStreamedResults assembles the results of total items as JSON Lines
+// written to w.
+func NewStreamedResults(total int, w io.Writer) *Results {
+	return &Results{total: total, lines: NewOrderedWriter(w, total)}
 }
 
-// Has reports whether an item's result was added.
-func (r *Results) Has(item int) bool { return item >= 0 && item < len(r.have) && r.have[item] }
+// Streamed reports whether the results are written to an object.
+func (r *Results) Streamed() bool { return r.lines != nil }
 
-// Final returns all results in item order; items without a result are
-// marked not run with the given reason.
-func (r *Results) Final(reason string) []messages.ItemResult {
-	for i := range r.items {
-		if !r.have[i] {
-			r.items[i] = messages.ItemResult{Item: i, NotRun: true, Error: "not run: " + reason}
-		}
+// Add takes an item's result; items out of range or given before are
+// ignored. It fails only when writing the object fails.
+func (r *Results) Add(item int, res *messages.ResultMessage) error {
+	if r.lines != nil {
+		return r.lines.Add(item, res)
 	}
-	return r.items
+	if item >= 0 && item < r.total && !r.have[item] {
+		r.items[item] = itemResult(item, res)
+		r.have[item] = true
+	}
+	return nil
 }
 
-// ReadResults reads a batch's results from the results stream in stream
-// order, up to and including sequence lastSeq, into r.
-func ReadResults(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, r *Results) error {
-	return eachResult(ctx, results, n, batch, lastSeq, func(item int, res *messages.ResultMessage) error {
-		r.Add(res, item)
-		return nil
-	})
+// SetOutput takes the reduce step's output.
+func (r *Results) SetOutput(out json.RawMessage) { r.output = out }
+
+// Output is the reduce step's output, if any.
+func (r *Results) Output() json.RawMessage { return r.output }
+
+// List returns the in-memory results in item order, items without a
+// result marked not run with reason.
+func (r *Results) List(reason string) []messages.ItemResult {
+	out := make([]messages.ItemResult, r.total)
+	for i := range out {
+		if r.have[i] {
+			out[i] = r.items[i]
+		} else {
+			out[i] = notRun(i, reason)
+		}
+	}
+	return out
 }
 
-// eachResult calls fn with each item result of a batch in stream order, up
-// to and including sequence lastSeq (step results are skipped).
-func eachResult(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, fn func(item int, res *messages.ResultMessage) error) error {
-	if lastSeq == 0 {
-		return nil
-	}
-	cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{n.ResultBatchFilter(batch)},
-		InactiveThreshold: topology.ReaderIdle,
-	})
-	if err != nil {
-		return fmt.Errorf("read results of %s: %w", batch, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
-	if err != nil {
-		return fmt.Errorf("read results of %s: %w", batch, err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("read results of %s: %w", batch, err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return fmt.Errorf("read results of %s: %w", batch, err)
-		}
-		if meta.Sequence.Stream > lastSeq {
-			return nil
-		}
-		if _, item, ok := n.ParseResultSubject(msg.Subject()); ok {
-			var res messages.ResultMessage
-			if messages.Decode(msg.Data(), &res) != nil {
-				res = messages.ResultMessage{Error: "result message was not valid JSON"}
-			}
-			if err := fn(item, &res); err != nil {
-				return err
-			}
-		}
-		if meta.Sequence.Stream == lastSeq || meta.NumPending == 0 {
-			return nil
+// Close writes the items without a result as not run with reason, then
+// flushes the object's lines.
+func (r *Results) Close(reason string) error { return r.lines.Close(reason) }
+
+// WriteLines writes results as JSON Lines in item order.
+func WriteLines(w io.Writer, results []messages.ItemResult) error {
+	ow := NewOrderedWriter(w, len(results))
+	for i := range results {
+		if err := ow.emit(&results[i]); err != nil {
+			return err
 		}
 	}
+	return ow.bw.Flush()
 }
 
-// Build assembles the aggregate of a finished state.
-func Build(st *messages.BatchState, results []messages.ItemResult, now time.Time) *messages.Aggregate {
+// Build makes the aggregate of a finished (or, for a reduce step's input,
+// running) state with its results: inline, or in the object ref names.
+func Build(st *messages.BatchState, results []messages.ItemResult, ref *messages.ObjectRef, output json.RawMessage, now time.Time) *messages.Aggregate {
 	agg := &messages.Aggregate{
 		BatchID: st.BatchID, Activity: st.Activity, Status: st.Status, Reason: st.Reason,
 		Total: st.Total, Succeeded: st.Succeeded, Failed: st.Failed,
-		NotRun:    st.Total - st.Succeeded - st.Failed,
-		Results:   results,
+		NotRun:  st.Total - st.Succeeded - st.Failed,
+		Results: results, ResultsRef: ref, Output: output,
 		StartedAt: st.CreatedAt, FinishedAt: st.FinishedAt,
 		RedriveOf: st.RedriveOf,
 	}
@@ -123,49 +103,12 @@ func Build(st *messages.BatchState, results []messages.ItemResult, now time.Time
 	return agg
 }
 
-// LoadResults reads results written by StoreResults-style JSON Lines from
-// the object store. total (the aggregate's) sizes the slice up front.
-func LoadResults(ctx context.Context, js jetstream.JetStream, ref *messages.ObjectRef, total int) ([]messages.ItemResult, error) {
-	obs, err := js.ObjectStore(ctx, ref.Bucket)
-	if err != nil {
-		return nil, fmt.Errorf("results object store %s: %w", ref.Bucket, err)
-	}
-	// Read as it arrives: GetBytes grows one buffer to the object's size,
-	// copying it again at each step (7% of the CPU of a 100,000-item run).
-	obj, err := obs.Get(ctx, ref.Name)
-	if err != nil {
-		return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
-	}
-	defer func() { _ = obj.Close() }()
-	out := make([]messages.ItemResult, 0, min(max(total, 0), 1<<24))
-	sc := bufio.NewScanner(obj)
-	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
-	for sc.Scan() {
-		out = append(out, messages.ItemResult{})
-		if err := messages.Decode(sc.Bytes(), &out[len(out)-1]); err != nil {
-			return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("results object %s: %w", ref.Name, err)
-	}
-	return out, nil
+func itemResult(item int, res *messages.ResultMessage) messages.ItemResult {
+	return messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
 }
 
-// WriteOrdered writes a batch's results as JSON Lines of ItemResult in
-// item order, reading them from the results stream up to lastSeq. Memory
-// is bounded by how far out of item order results arrived (about the
-// window, plus items finished while a slow one was retried), not by the
-// batch. Items without a result are written as not run with reason.
-func WriteOrdered(ctx context.Context, results jetstream.Stream, n messages.Names, batch string, lastSeq uint64, total int, reason string, w io.Writer) error {
-	ow := NewOrderedWriter(w, total)
-	err := eachResult(ctx, results, n, batch, lastSeq, func(item int, res *messages.ResultMessage) error {
-		return ow.Add(item, res)
-	})
-	if err != nil {
-		return err
-	}
-	return ow.Close(reason)
+func notRun(item int, reason string) messages.ItemResult {
+	return messages.ItemResult{Item: item, NotRun: true, Error: "not run: " + reason}
 }
 
 // OrderedWriter writes results given in any order as JSON Lines of
@@ -189,7 +132,10 @@ func (o *OrderedWriter) Add(item int, res *messages.ResultMessage) error {
 	if item < o.next || item >= o.total {
 		return nil
 	}
-	o.early[item] = messages.ItemResult{Item: item, OK: res.OK, Output: res.Output, OutputRef: res.OutputRef, Error: res.Error}
+	if _, ok := o.early[item]; ok {
+		return nil
+	}
+	o.early[item] = itemResult(item, res)
 	for r, ok := o.early[o.next]; ok; r, ok = o.early[o.next] {
 		if err := o.emit(&r); err != nil {
 			return err
@@ -209,7 +155,7 @@ func (o *OrderedWriter) Close(reason string) error {
 	for ; o.next < o.total; o.next++ {
 		r, ok := o.early[o.next]
 		if !ok {
-			r = messages.ItemResult{Item: o.next, NotRun: true, Error: "not run: " + reason}
+			r = notRun(o.next, reason)
 		}
 		if err := o.emit(&r); err != nil {
 			return err

@@ -26,6 +26,9 @@ import (
 	"github.com/fanoutdev/fanout/internal/topology"
 )
 
+// DefaultAutoPack is the default of Config.AutoPack.
+const DefaultAutoPack = aggregate.DefaultAutoPack
+
 // Config configures a coordinator. Zero values take the defaults named on
 // each field.
 type Config struct {
@@ -62,8 +65,8 @@ type Config struct {
 	// coordinator's own connection stays up. Default 10s.
 	PublishAckTimeout time.Duration
 	// InMemoryResults is the largest batch whose per-item results are kept
-	// in memory while it runs; larger ones are read back from the results
-	// stream when they finish. Default 10,000.
+	// in memory while it runs; larger ones are written to the results
+	// object while they are counted. Default 10,000.
 	InMemoryResults int
 
 	// ClaimCheckBytes: item inputs larger than this travel through the
@@ -78,7 +81,7 @@ type Config struct {
 
 	// AutoPack is the largest group auto packing makes: a batch that does
 	// not set items_per_message has its items packed this many per work
-	// message once its results show they are fast (see packing.go).
+	// message once its results show they are fast (aggregate.Batch).
 	// Default 16; 1 turns auto packing off.
 	AutoPack int
 
@@ -129,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.ClaimCheckBytes = messages.ClaimCheckBytes
 	}
 	if c.AutoPack == 0 {
-		c.AutoPack = DefaultAutoPack
+		c.AutoPack = aggregate.DefaultAutoPack
 	}
 	return c
 }
@@ -174,35 +177,16 @@ type Coordinator struct {
 	js      jetstream.JetStream
 	stores  *topology.Handles
 	blobs   jetstream.ObjectStore // for writes: see Start
-	state   *aggregate.Store
+	state   stateStore
 	limits  messages.Limits
 
 	activities sync.Map // activity name -> time it was last seen to exist
-	accepted   sync.Map // batch id -> *acceptedBatch, for its first driver
 
 	mu      sync.Mutex
 	drivers map[string]*driver
 	subs    []*nats.Subscription
 	tokens  jetstream.MessagesContext
-	// idleDrivers hands a batch to a driver goroutine waiting for one.
-	idleDrivers chan func()
-	direct      *directGets
-	keeper      workKeeper
-	// resultsSeen is the highest results-stream sequence this coordinator
-	// knows to be stored: a watched batch's floor (resultsFloor).
-	resultsSeen atomic.Uint64
-	// floorReads: new batches' reads start after a floor (resultsFloor).
-	// Only for a memory-stored stream, which looks for a wildcard subject
-	// by scanning every message from the start. A file store finds the
-	// first one from its per-subject index, and a start past its first
-	// message makes the server's pending count walk a whole block
-	// (fileStore.NumPending).
-	floorReads bool
-	// dropHint, in tests, loses hints of watched batches (watch.go), and
-	// onRead sees after which sequence each read of results starts (a
-	// watched batch's read, or a consumer's creation).
-	dropHint func(item int) bool
-	onRead   func(batch string, after uint64)
+	keeper  workKeeper
 
 	runCtx    context.Context
 	cancelRun context.CancelFunc
@@ -227,8 +211,6 @@ func New(cfg Config) (*Coordinator, error) {
 		log:     cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
 		drivers: map[string]*driver{},
 		stopped: make(chan struct{}),
-		// Unbuffered: a send succeeds only if a driver goroutine waits.
-		idleDrivers: make(chan func()),
 	}
 	c.keeper.every.Store(int64(keeperEvery))
 	return c, nil
@@ -313,11 +295,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	c.state = aggregate.NewStore(c.stores.Batches)
-	if info := c.stores.Results.CachedInfo(); info != nil {
-		c.floorReads = info.Config.Storage == jetstream.MemoryStorage
-		c.sawResults(info.State.LastSeq)
-	}
+	c.state = stateStore{kv: c.stores.Batches}
 	// Objects are written in 128 KiB chunks published async: through the
 	// main context (8,192 pending) a large aggregate would sit in memory
 	// whole while the server catches up. A small window bounds it.
@@ -356,9 +334,6 @@ func (c *Coordinator) Start(ctx context.Context) error {
 			return c.fail(err)
 		}
 		c.subs = append(c.subs, sub)
-	}
-	if c.direct, err = newDirectGets(c.nc); err != nil {
-		return c.fail(err)
 	}
 	poke, err := c.nc.Subscribe(c.names.PokeAll(), c.handlePoke)
 	if err != nil {
@@ -410,32 +385,10 @@ func (c *Coordinator) takeTokens() {
 			continue
 		}
 		c.wg.Add(1)
-		c.runDriver(func() {
+		go func() {
 			defer c.wg.Done()
 			defer func() { <-slots }()
 			c.drive(c.runCtx, msg)
-		})
-	}
-}
-
-// runDriver runs fn on an idle driver goroutine, or a new one. Drivers are
-// reused because a new goroutine's small stack had to grow for each batch
-// (the JSON encoder's deep frames), as the worker's slots found. There are
-// never more of them than batches driven at once (MaxBatches); they end
-// with the coordinator.
-func (c *Coordinator) runDriver(fn func()) {
-	select {
-	case c.idleDrivers <- fn:
-	default:
-		go func() {
-			for {
-				fn()
-				select {
-				case fn = <-c.idleDrivers:
-				case <-c.runCtx.Done():
-					return
-				}
-			}
 		}()
 	}
 }
@@ -456,7 +409,6 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		}
 		c.tokens.Stop()
 		c.cancelRun()
-		defer c.direct.close()
 		done := make(chan struct{})
 		go func() { c.wg.Wait(); close(done) }()
 		select {
@@ -496,15 +448,5 @@ func (c *Coordinator) handlePoke(m *nats.Msg) {
 	c.mu.Unlock()
 	if d != nil {
 		d.poke()
-	}
-}
-
-// sawResults records that the results stream has stored sequence seq.
-func (c *Coordinator) sawResults(seq uint64) {
-	for {
-		cur := c.resultsSeen.Load()
-		if seq <= cur || c.resultsSeen.CompareAndSwap(cur, seq) {
-			return
-		}
 	}
 }

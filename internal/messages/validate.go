@@ -11,7 +11,7 @@ import (
 )
 
 // Defaults for options a request leaves out. max_in_flight left out is
-// "auto": see BatchState.Window.
+// "auto": see aggregate.Window.
 const (
 	DefaultMaxInFlight = 256
 	// AutoWindowGroups is the window of an auto-packed batch that left

@@ -408,22 +408,3 @@ func checkAccepted(t *testing.T, body string, req messages.BatchRequest, lim mes
 		fail("its stored form %q reads back as %+v", abbreviate(string(stored)), back)
 	}
 }
-
-func TestWindow(t *testing.T) {
-	t.Parallel()
-	for _, c := range []struct {
-		maxInFlight, packSize, want int
-	}{
-		{0, 0, messages.DefaultMaxInFlight},
-		{0, 2, messages.DefaultMaxInFlight}, // 64 groups of 2 are fewer
-		{0, 16, messages.AutoWindowGroups * 16},
-		{10, 0, 10},
-		{10, 16, 10}, // set by the request: kept when packed
-		{5000, 16, 5000},
-	} {
-		st := messages.BatchState{Options: messages.Options{MaxInFlight: c.maxInFlight}, PackSize: c.packSize}
-		if got := st.Window(); got != c.want {
-			t.Errorf("max_in_flight %d, pack size %d: window %d, want %d", c.maxInFlight, c.packSize, got, c.want)
-		}
-	}
-}

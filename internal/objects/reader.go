@@ -9,6 +9,7 @@
 package objects
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
 )
 
@@ -135,5 +137,40 @@ func (r *reader) Close() error {
 		r.err = errors.New("object reader closed")
 	}
 	r.chunk = nil
+	return nil
+}
+
+// Results calls fn with each result of an aggregate in item order: the
+// results it carries, or the lines of its results object, read as they
+// are needed. fn's error ends the iteration and is returned.
+func Results(ctx context.Context, js jetstream.JetStream, agg *messages.Aggregate, fn func(messages.ItemResult) error) error {
+	if agg.ResultsRef == nil {
+		for _, r := range agg.Results {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ref := agg.ResultsRef
+	rc, _, err := Open(ctx, js, ref.Bucket, ref.Name)
+	if err != nil {
+		return fmt.Errorf("results object %s: %w", ref.Name, err)
+	}
+	defer rc.Close()
+	sc := bufio.NewScanner(rc)
+	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
+	for sc.Scan() {
+		var r messages.ItemResult
+		if err := messages.Decode(sc.Bytes(), &r); err != nil {
+			return fmt.Errorf("results object %s: %w", ref.Name, err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("results object %s: %w", ref.Name, err)
+	}
 	return nil
 }

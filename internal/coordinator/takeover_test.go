@@ -17,34 +17,6 @@ import (
 	"github.com/fanoutdev/fanout/internal/testenv"
 )
 
-// A new small batch is watched (hints, then direct gets of its stored
-// results): no consumer is created for it.
-func TestSmallBatchCreatesNoResultsConsumer(t *testing.T) {
-	t.Parallel()
-	env := testenv.Server(t)
-	env.Coordinator(nil)
-	env.Worker(nil)
-	items, _ := sha256Items(10)
-	for range 3 {
-		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
-		if agg := env.Wait(r.BatchID, 30*time.Second); agg.Succeeded != 10 {
-			t.Fatalf("aggregate %+v", agg)
-		}
-	}
-	ctx := ctxFor(t, 10*time.Second)
-	s, err := jsOf(t, env).Stream(ctx, names.ResultsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Consumers != 0 {
-		t.Fatalf("%d consumers on %s after three small batches, want none", info.State.Consumers, names.ResultsStream())
-	}
-}
-
 // checkCounted asserts an aggregate of n count items: all succeeded, in
 // item order, each item run once, and the stored state agreeing.
 func checkCounted(t *testing.T, env *testenv.Env, c *counter, agg *client.Aggregate, n int) {
@@ -81,9 +53,9 @@ func heldBatch(t *testing.T, env *testenv.Env, n, fast int) (c *counter, batch s
 	return c, r.BatchID, st, release
 }
 
-// A watched batch's checkpoints hold exact counts and a stream position,
-// read from the stored results, like a consumer's.
-func TestWatchedBatchCheckpointsExactCounts(t *testing.T) {
+// A batch's checkpoints hold exact counts and a stream position, read
+// from the stored results.
+func TestCheckpointsHoldExactCounts(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	env.Coordinator(nil)
@@ -96,44 +68,9 @@ func TestWatchedBatchCheckpointsExactCounts(t *testing.T) {
 	checkCounted(t, env, c, env.Wait(batch, 30*time.Second), n)
 }
 
-// Hints can be lost on the way (a slow subscriber, a reconnect, a cluster
-// route); here every hint after the fifth item's is dropped. The driver
-// reads the stored results anyway, at least every second.
-func TestLostHintsDoNotStallABatch(t *testing.T) {
-	t.Parallel()
-	env := testenv.Server(t)
-	coord := env.Coordinator(nil)
-	coordinator.DropHints(coord, func(item int) bool { return item >= 5 })
-	const n = 20
-	c := newCounter(n)
-	env.Worker(c.register)
-	r := env.Submit(client.BatchRequest{Activity: "count", Items: echoItems(n)})
-	checkCounted(t, env, c, env.Wait(r.BatchID, 30*time.Second), n)
-}
-
-// When direct gets fail (here the results stream stops allowing them), a
-// watched batch goes on with a consumer from its position, and counts each
-// item once.
-func TestWatchedBatchFallsBackToAConsumer(t *testing.T) {
-	t.Parallel()
-	env := testenv.Server(t)
-	env.Coordinator(nil)
-	const n = 20
-	c, batch, _, release := heldBatch(t, env, n, 5)
-	ctx := ctxFor(t, 10*time.Second)
-	js := jsOf(t, env)
-	cfg := resultsStreamConfig(ctx, t, js)
-	cfg.AllowDirect = false
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	release()
-	checkCounted(t, env, c, env.Wait(batch, 30*time.Second), n)
-}
-
-// A coordinator that stops while it watches a batch hands it over at its
+// A coordinator that stops while it drives a batch hands it over at its
 // checkpoint; the next one counts the rest once.
-func TestWatchedBatchHandedOver(t *testing.T) {
+func TestBatchHandedOverOnStop(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
 	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
@@ -222,84 +159,13 @@ func TestTakeoverFindsTheAggregateOut(t *testing.T) {
 	checkOutcome(t, env, batch, 4)
 }
 
-// On memory storage, a new batch's reads start after the highest
-// results-stream sequence its coordinator knew stored before the batch's
-// work went out (from its own reads, or from the stream's state when it
-// started), not at the stream's start: a memory store scans every message
-// from there. A file store finds the first from its subject index: reads
-// start at the stream's start there.
-func TestNewBatchReadsAfterItsFloor(t *testing.T) {
-	t.Parallel()
-	for _, memory := range []bool{true, false} {
-		t.Run(fmt.Sprintf("memory %v", memory), func(t *testing.T) {
-			t.Parallel()
-			newBatchReadsAfterItsFloor(t, memory)
-		})
-	}
-}
-
-func newBatchReadsAfterItsFloor(t *testing.T, memory bool) {
-	env := testenv.Server(t)
-	storage := func(c *coordinator.Config) { c.Topology.Memory = memory }
-	reads := &firstReads{}
-	first := env.Coordinator(storage)
-	reads.watch(first)
-	env.Worker(nil)
-	items, _ := sha256Items(5)
-	bigItems, _ := sha256Items(300) // more than a watched batch's: read with a consumer
-	ctx := ctxFor(t, 60*time.Second)
-	results, err := jsOf(t, env).Stream(ctx, names.ResultsStream())
-	if err != nil {
-		t.Fatal(err)
-	}
-	lastSeq := func() uint64 {
-		t.Helper()
-		info, err := results.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.LastSeq
-	}
-	run := func(what string, items []json.RawMessage) {
-		t.Helper()
-		before := lastSeq()
-		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
-		if agg := env.Wait(r.BatchID, 30*time.Second); agg.Succeeded != len(items) {
-			t.Fatalf("%s: aggregate %+v", what, agg)
-		}
-		after, ok := reads.of(r.BatchID)
-		switch {
-		case !ok:
-			t.Fatalf("%s: no read", what)
-		case memory && (after < before || after == 0):
-			t.Fatalf("%s: first read after sequence %d, want at least %d, stored before its submit", what, after, before)
-		case !memory && after != 0:
-			t.Fatalf("%s: first read after sequence %d on file storage, want 0", what, after)
-		}
-	}
-	r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
-	env.Wait(r.BatchID, 30*time.Second)
-	run("a batch after another", items)
-	run("a batch read with a consumer", bigItems)
-	if err := first.Stop(ctx); err != nil {
-		t.Fatal(err)
-	}
-	reads.watch(env.Coordinator(storage))
-	run("a coordinator's first batch", items)
-}
-
 // A memory-stored results stream made anew under a running coordinator
-// starts its sequences again from 1, below every floor the coordinator
-// knew: a watched batch drops its floor once its hinted results stay
-// missing, and has the coordinator ask the stream for the next batches'
-// floors; a batch read with a consumer takes its floor from the stream
-// itself. All are counted.
+// starts its sequences again from 1: the batches submitted after it are
+// all counted.
 func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	coord := env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
-	reads := &firstReads{}
-	reads.watch(coord)
+	env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
 	env.Worker(nil)
 	small, _ := sha256Items(5)
 	big, _ := sha256Items(300)
@@ -317,44 +183,10 @@ func TestResultsStreamMadeAnewUnderACoordinator(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, items := range [][]json.RawMessage{small, small, big, small} {
-		s, err := js.Stream(ctx, cfg.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := s.CachedInfo().State.LastSeq
 		r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
 		if agg := env.Wait(r.BatchID, 20*time.Second); agg.Succeeded != len(items) || agg.Failed != 0 {
 			t.Fatalf("batch %d (%d items) after the stream was made anew: aggregate %+v", i, len(items), agg)
 		}
-		after, _ := reads.of(r.BatchID)
-		if i > 0 && after > before {
-			t.Errorf("batch %d (%d items) after the stream was made anew: first read after sequence %d, past the stream's %d", i, len(items), after, before)
-		}
-	}
-}
-
-// A result stored below a batch's floor (left by an earlier batch of the
-// same id, here published by hand) is still counted: once hinted results
-// stay missing after the floor, the batch reads from its start. Without
-// that it would wait for its timeout.
-func TestResultBelowTheFloorIsCounted(t *testing.T) {
-	t.Parallel()
-	env := testenv.Server(t)
-	env.Coordinator(func(c *coordinator.Config) { c.Topology.Memory = true })
-	env.Worker(nil)
-	ctx := ctxFor(t, 30*time.Second)
-	const batch = "left-behind"
-	stale := `{"batch_id":"left-behind","item":0,"ok":true,"output":"from before","attempts":1}`
-	if _, err := jsOf(t, env).Publish(ctx, names.Result(batch, 0), []byte(stale)); err != nil {
-		t.Fatal(err)
-	}
-	items, _ := sha256Items(3)
-	r := env.Submit(client.BatchRequest{Activity: "sha256", Items: items})
-	env.Wait(r.BatchID, 30*time.Second) // the coordinator now knows later sequences
-	env.Submit(client.BatchRequest{ID: batch, Activity: "sha256", Items: items[:1]})
-	agg := env.Wait(batch, 20*time.Second)
-	if agg.Succeeded != 1 || len(agg.Results) != 1 || string(agg.Results[0].Output) != `"from before"` {
-		t.Fatalf("aggregate %+v, want the stored result counted", agg)
 	}
 }
 
@@ -396,31 +228,4 @@ func TestLostWorkPublishIsPublishedAgain(t *testing.T) {
 	env.Worker(c.register)
 	env.Submit(client.BatchRequest{ID: batch, Activity: "count", Items: echoItems(n)})
 	checkCounted(t, env, c, env.Wait(batch, 20*time.Second), n)
-}
-
-// firstReads records, per batch, the sequence after which the first read
-// of its results started (coordinator.OnRead).
-type firstReads struct {
-	mu    sync.Mutex
-	after map[string]uint64
-}
-
-func (f *firstReads) watch(c *coordinator.Coordinator) {
-	coordinator.OnRead(c, func(batch string, after uint64) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		if f.after == nil {
-			f.after = map[string]uint64{}
-		}
-		if _, ok := f.after[batch]; !ok {
-			f.after[batch] = after
-		}
-	})
-}
-
-func (f *firstReads) of(batch string) (uint64, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	after, ok := f.after[batch]
-	return after, ok
 }

@@ -1,0 +1,138 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/aggregate"
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// Errors of the state store.
+var (
+	// errNotFound: no state for that batch id.
+	errNotFound = errors.New("batch not found")
+	// errExists: create found a state already there.
+	errExists = errors.New("batch already exists")
+	// errConflict: the revision was stale; somebody else wrote since.
+	errConflict = errors.New("batch state changed concurrently")
+)
+
+// stateStore reads and writes batch states (FANOUT_BATCHES) with
+// compare-and-set.
+type stateStore struct {
+	kv jetstream.KeyValue
+}
+
+// get returns a batch's state and its revision.
+func (s stateStore) get(ctx context.Context, batch string) (*messages.BatchState, uint64, error) {
+	e, err := s.kv.Get(ctx, batch)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, errNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get state of %s: %w", batch, err)
+	}
+	var st messages.BatchState
+	if err := messages.Decode(e.Value(), &st); err != nil {
+		return nil, 0, fmt.Errorf("decode state of %s: %w", batch, err)
+	}
+	return &st, e.Revision(), nil
+}
+
+// create stores a new state; errExists if the batch has one.
+func (s stateStore) create(ctx context.Context, st *messages.BatchState) (uint64, error) {
+	b, err := messages.Encode(st)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := s.kv.Create(ctx, st.BatchID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, errExists
+	}
+	if err != nil {
+		return 0, fmt.Errorf("create state of %s: %w", st.BatchID, err)
+	}
+	return rev, nil
+}
+
+// update replaces the state at revision rev; errConflict if it moved on.
+func (s stateStore) update(ctx context.Context, st *messages.BatchState, rev uint64) (uint64, error) {
+	b, err := messages.Encode(st)
+	if err != nil {
+		return 0, err
+	}
+	nrev, err := s.kv.Update(ctx, st.BatchID, b, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, errConflict
+	}
+	if err != nil {
+		return 0, fmt.Errorf("update state of %s: %w", st.BatchID, err)
+	}
+	return nrev, nil
+}
+
+// modify applies fn to the current state and writes it back, retrying on
+// conflicts. fn may return an error to abort without writing.
+func (s stateStore) modify(ctx context.Context, batch string, fn func(*messages.BatchState) error) (*messages.BatchState, error) {
+	for {
+		st, rev, err := s.get(ctx, batch)
+		if err != nil {
+			return nil, err
+		}
+		if err := fn(st); err != nil {
+			return st, err
+		}
+		if _, err := s.update(ctx, st, rev); errors.Is(err, errConflict) {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		return st, nil
+	}
+}
+
+// view returns a batch's state as every reader must see it (settle).
+func (c *Coordinator) view(ctx context.Context, batch string) (*messages.BatchState, uint64, error) {
+	st, rev, err := c.state.get(ctx, batch)
+	if err == nil {
+		err = c.settle(ctx, st)
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	return st, rev, nil
+}
+
+// settle brings a state that is not final yet to the outcome of the
+// batch's aggregate if that is out: the aggregate is published before the
+// final state is saved, and it decides.
+func (c *Coordinator) settle(ctx context.Context, st *messages.BatchState) error {
+	if st.Status.Final() {
+		return nil
+	}
+	out, err := c.outcome(ctx, st.BatchID)
+	if out != nil {
+		out.Apply(st)
+	}
+	return err
+}
+
+// outcome returns the outcome of the batch's aggregate if it is out, or
+// nil.
+func (c *Coordinator) outcome(ctx context.Context, batch string) (*aggregate.Outcome, error) {
+	m, err := c.stores.Done.GetLastMsgForSubject(ctx, c.names.Done(batch))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("aggregate of %s: %w", batch, err)
+	}
+	var out aggregate.Outcome
+	if err := messages.Decode(m.Data, &out); err != nil {
+		return nil, fmt.Errorf("aggregate of %s: %w", batch, err)
+	}
+	return &out, nil
+}
