@@ -104,7 +104,7 @@ func (b *Batch) Step(now time.Time, ev Event) []Action {
 	b.out = b.out[:0]
 	switch e := ev.(type) {
 	case Started:
-		b.start(now)
+		b.start(now, e.Unsaved)
 	case ResultStored:
 		b.result(now, e)
 	case StepStored:
@@ -150,7 +150,7 @@ func (b *Batch) inItems() bool {
 	return b.st.Phase == messages.PhaseItems || b.st.Phase == ""
 }
 
-func (b *Batch) start(now time.Time) {
+func (b *Batch) start(now time.Time, unsaved bool) {
 	if b.st.Status.Final() {
 		// Decided before a crash: the aggregate may be out already.
 		b.ended = true
@@ -166,6 +166,9 @@ func (b *Batch) start(now time.Time) {
 		b.emit(Action{Kind: PublishStep, Step: messages.StepSource})
 	case messages.PhaseReduce:
 		b.emit(Action{Kind: PublishStep, Step: messages.StepReduce})
+	}
+	if unsaved {
+		b.checkpoint()
 	}
 }
 

@@ -79,9 +79,7 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 	defer func() { c.cfg.Metrics.Released(d.inFlight) }()
 	defer d.close()
 
-	// The results consumer is made while the batch is loaded.
-	d.reader = c.readResults(batch)
-	err = d.load(ctx, meta.Sequence.Stream, meta.NumDelivered)
+	err = d.load(ctx, meta)
 	if err == nil {
 		err = d.run(ctx)
 	}
@@ -117,65 +115,78 @@ func (d *driver) heartbeat(ctx context.Context) {
 
 // load reads the batch state (creating it if the submitter did not get
 // that far) and takes the batch over by raising its epoch: from then on,
-// a driver with an older epoch cannot write the state.
-func (d *driver) load(ctx context.Context, tokenSeq, delivered uint64) error {
-	if err := messages.Decode(d.tok.Data(), &d.req); err != nil || d.req.ID != d.batch {
+// a driver with an older epoch cannot write the state (every write is a
+// compare-and-set, and a driver that loses one and finds a newer epoch
+// stops).
+func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
+	tok, err := decodeToken(d.batch, d.tok.Data(), d.tok.Headers(), meta.Sequence.Stream, meta.Timestamp)
+	if err != nil {
 		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
 		_ = d.tok.TermWithReason("batch request unreadable")
 		return errSettled
 	}
-	for {
-		st, rev, err := d.c.state.get(ctx, d.batch)
-		if err == nil && delivered > 1 {
-			// A driver before this one may have published the aggregate.
-			err = d.c.settle(ctx, st)
-		}
-		if errors.Is(err, errNotFound) {
-			if err = d.createState(ctx, tokenSeq); err == nil || errors.Is(err, errExists) {
-				continue
-			}
-		}
-		if err != nil {
-			return err
-		}
-		if st.TokenSeq != tokenSeq {
-			d.log.Warn().Uint64("token_seq", tokenSeq).Uint64("want_seq", st.TokenSeq).Msg("removing a duplicate batch token")
-			_ = d.tok.TermWithReason("duplicate batch token")
-			return errSettled
-		}
-		st.Epoch++
-		st.Owner = d.c.cfg.Name
-		if st.StartedAt.IsZero() {
-			st.StartedAt = time.Now().UTC()
-		}
-		if rev, err = d.c.state.update(ctx, st, rev); errors.Is(err, errConflict) {
-			continue
-		} else if err != nil {
-			return err
-		}
-		d.m = aggregate.New(d.c.machineConfig(), *st, d.req.Reduce != nil)
-		d.rev, d.epoch, d.stored = rev, st.Epoch, st.Published
-		if delivered > 1 {
-			d.log.Info().Uint64("epoch", st.Epoch).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
-				Uint64("last_seq", st.LastSeq).Msg("resuming batch from checkpoint")
-		}
-		return d.openItems(ctx, st)
-	}
-}
-
-// createState makes the state of a batch whose submitter stored the token
-// and died before the state.
-func (d *driver) createState(ctx context.Context, tokenSeq uint64) error {
-	total := len(d.req.Items)
-	if d.req.ItemsRef != nil {
-		n, e := d.c.countItems(ctx, d.req.ItemsRef)
+	d.req = tok.req
+	if tok.total < 0 { // a token of an older coordinator: count the items_ref
+		n, e := d.c.countItems(ctx, tok.req.ItemsRef)
 		if e != nil {
 			return e
 		}
-		total = n
+		tok.total = n
 	}
-	_, err := d.c.state.create(ctx, d.c.newState(&d.req, total, tokenSeq))
-	return err
+	st, rev, err := d.claim(ctx, tok, meta.NumDelivered)
+	if errors.Is(err, errDuplicateToken) {
+		d.log.Warn().Uint64("token_seq", tok.seq).Msg("removing a duplicate batch token")
+		_ = d.tok.TermWithReason("duplicate batch token")
+		return errSettled
+	} else if err != nil {
+		return err
+	}
+	d.m = aggregate.New(d.c.machineConfig(), *st, d.req.Reduce != nil)
+	d.rev, d.epoch, d.stored = rev, st.Epoch, st.Published
+	if meta.NumDelivered > 1 {
+		d.log.Info().Uint64("epoch", st.Epoch).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
+			Uint64("last_seq", st.LastSeq).Msg("resuming batch from checkpoint")
+	}
+	return d.openItems(ctx, st)
+}
+
+// errDuplicateToken: the batch's state names another token.
+var errDuplicateToken = errors.New("duplicate batch token")
+
+// claim returns the batch's state with this driver's epoch, and its
+// revision (0: not saved yet). The first delivery of a token starts from
+// the token: nobody has driven the batch, and the state is saved with the
+// first work out. A later one raises the epoch above every driver's before
+// (and to at least the delivery count: a driver before may not have
+// saved its epoch yet) and saves it at once, which fences off the earlier
+// drivers.
+func (d *driver) claim(ctx context.Context, tok *token, delivered uint64) (*messages.BatchState, uint64, error) {
+	if delivered == 1 {
+		st := tok.state()
+		st.Epoch, st.Owner = 1, d.c.cfg.Name
+		return st, 0, nil
+	}
+	for {
+		st, rev, err := d.c.state.get(ctx, d.batch)
+		if errors.Is(err, errNotFound) {
+			st, rev, err = tok.state(), 0, nil
+		}
+		if err == nil {
+			// A driver before this one may have published the aggregate.
+			err = d.c.settle(ctx, st)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if st.TokenSeq != tok.seq {
+			return nil, 0, errDuplicateToken
+		}
+		st.Epoch = max(st.Epoch+1, delivered)
+		st.Owner = d.c.cfg.Name
+		if rev, err = d.c.state.update(ctx, st, rev); !errors.Is(err, errConflict) {
+			return st, rev, err
+		}
+	}
 }
 
 func (c *Coordinator) machineConfig() aggregate.Config {
@@ -188,8 +199,9 @@ func (c *Coordinator) machineConfig() aggregate.Config {
 // requests and lost ownership), a poke (a request changed the state), its
 // deadline, and the coordinator's stop.
 func (d *driver) run(ctx context.Context) error {
+	d.reader = d.c.readResults(d.batch)
 	d.results = d.newResults(d.m.State().Total)
-	d.feed(aggregate.Started{})
+	d.feed(aggregate.Started{Unsaved: d.rev == 0})
 	tick := time.NewTicker(d.c.cfg.CheckpointInterval)
 	defer tick.Stop()
 	var deadline <-chan time.Time
@@ -217,7 +229,7 @@ func (d *driver) run(ctx context.Context) error {
 					return err
 				}
 			}
-			if err := d.confirm(ctx); err != nil {
+			if err := d.confirm(ctx, false); err != nil {
 				return err
 			}
 			d.feed(aggregate.Tick{})
@@ -297,6 +309,10 @@ func (d *driver) do(ctx context.Context, a aggregate.Action) error {
 	case aggregate.Progress:
 		d.publishProgress()
 	case aggregate.Purge:
+		// Every publish stored first, so that the purge removes it.
+		if err := d.confirm(ctx, true); err != nil {
+			return err
+		}
 		return d.retry(ctx, "remove queued work", func(ctx context.Context) error {
 			return d.c.stores.Work.Purge(ctx, jetstream.WithPurgeSubject(d.c.names.PurgeBatchWork(d.batch)))
 		})
@@ -326,7 +342,7 @@ func (d *driver) keep(a aggregate.Action) {
 // and then gives them to the machine; a newer epoch means the batch was
 // lost. Other errors are retried: nothing else can move meanwhile.
 func (d *driver) checkpoint(ctx context.Context) error {
-	if err := d.confirm(ctx); err != nil {
+	if err := d.confirm(ctx, false); err != nil {
 		return err
 	}
 	var requested *messages.BatchState
@@ -343,7 +359,7 @@ func (d *driver) checkpoint(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if cur.Epoch != d.epoch {
+			if cur.Epoch > d.epoch {
 				return errLost
 			}
 			requested, d.rev = cur, rev
@@ -364,11 +380,14 @@ func (d *driver) checkpoint(ctx context.Context) error {
 // checkpoints.
 func (d *driver) refresh(ctx context.Context) error {
 	cur, rev, err := d.c.state.get(ctx, d.batch)
+	if errors.Is(err, errNotFound) {
+		return nil // not saved yet, and no request
+	}
 	if err != nil {
 		d.log.Warn().Err(err).Msg("reading batch state")
 		return nil
 	}
-	if cur.Epoch != d.epoch {
+	if cur.Epoch > d.epoch {
 		return errLost
 	}
 	if rev != d.rev {

@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -24,74 +23,71 @@ type resultMsg struct {
 
 // resultsReader yields a batch's messages in the results stream (item
 // results, step results, unpack requests) in stream order, from the
-// stream's start: counts come from the checkpoint, and the messages up to
-// it rebuild the results the aggregate carries. It is an ordered consumer,
-// which the server feeds in stream order and the client restarts from
-// where it was after a gap.
+// stream's start: the counts come from the checkpoint, and the messages up
+// to it rebuild the results the aggregate carries. It is an ordered
+// consumer, which the server feeds in stream order and the client restarts
+// from where it was after a gap. Its creation is a round trip, made in the
+// background while the batch's work goes out.
 type resultsReader struct {
 	// in yields the messages; it is closed, with err set, when the
 	// consumer cannot be made.
-	in   chan resultMsg
-	err  error
-	stop func() // safe to call twice
+	in      chan resultMsg
+	err     error
+	stopped chan struct{}
+	stop    func() // safe to call twice
 }
 
-// readResults starts reading a batch's results. The consumer's creation
-// is a round trip, done in the background: the caller publishes the
-// batch's work meanwhile.
+// readResults starts reading a batch's results.
 func (c *Coordinator) readResults(batch string) *resultsReader {
-	r := &resultsReader{in: make(chan resultMsg, 1024)}
-	stopped := make(chan struct{})
-	var mu sync.Mutex
-	var cc jetstream.ConsumeContext
-	r.stop = sync.OnceFunc(func() {
-		close(stopped)
-		mu.Lock()
-		defer mu.Unlock()
-		if cc != nil {
-			cc.Stop()
-		}
-	})
+	r := &resultsReader{in: make(chan resultMsg, 1024), stopped: make(chan struct{})}
+	r.stop = sync.OnceFunc(func() { close(r.stopped) })
 	go func() {
-		ctx, cancel := context.WithTimeout(c.runCtx, 30*time.Second)
-		defer cancel()
-		cons, err := c.stores.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects:    []string{c.names.ResultBatchFilter(batch)},
-			InactiveThreshold: topology.ReaderIdle,
-		})
-		if err != nil {
-			r.fail(err)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		select {
-		case <-stopped:
-			r.fail(errors.New("results reader stopped"))
-			return
-		default:
-		}
-		cc, err = cons.Consume(func(m jetstream.Msg) {
-			meta, err := m.Metadata()
-			if err != nil {
-				return
-			}
-			select {
-			case r.in <- resultMsg{subject: m.Subject(), data: m.Data(), seq: meta.Sequence.Stream, pending: meta.NumPending}:
-			case <-stopped:
-			}
-		}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			c.log.Debug().Err(err).Str("batch_id", batch).Msg("results consumer")
-		}))
-		if err != nil {
-			r.fail(err)
+		if err := c.consumeResults(r, batch); err != nil {
+			r.err = fmt.Errorf("results consumer: %w", err)
+			close(r.in) // nothing sends on it
 		}
 	}()
 	return r
 }
 
-// fail ends a reader whose consumer never ran (nothing sends on in).
-func (r *resultsReader) fail(err error) {
-	r.err = fmt.Errorf("results consumer: %w", err)
-	close(r.in)
+// consumeResults makes the reader's consumer and returns once it runs;
+// the consumer is deleted when the reader stops.
+func (c *Coordinator) consumeResults(r *resultsReader, batch string) error {
+	ctx, cancel := context.WithTimeout(c.runCtx, 30*time.Second)
+	defer cancel()
+	cons, err := c.stores.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{c.names.ResultBatchFilter(batch)},
+		InactiveThreshold: topology.ReaderIdle,
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		select {
+		case r.in <- resultMsg{subject: m.Subject(), data: m.Data(), seq: meta.Sequence.Stream, pending: meta.NumPending}:
+		case <-r.stopped:
+		}
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		c.log.Debug().Err(err).Str("batch_id", batch).Msg("results consumer")
+	}))
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-r.stopped
+		cc.Stop()
+		// Deleted at once rather than left to its inactive threshold: a
+		// stream holds 1,000 consumers at most by default, and one batch
+		// after another would reach that.
+		if info := cons.CachedInfo(); info != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = c.stores.Results.DeleteConsumer(ctx, info.Name)
+		}
+	}()
+	return nil
 }

@@ -77,6 +77,7 @@ func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages
 // one per batch id), then its state. A repeated id answers with the batch
 // that has it.
 func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*messages.SubmitReply, *messages.Error) {
+
 	if req.ID != "" {
 		if st, _, err := c.view(ctx, req.ID); err == nil {
 			return existingReply(st), nil
@@ -116,7 +117,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	ack, err := c.js.Publish(ctx, c.names.Token(req.ID), body, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	ack, err := c.publishToken(ctx, &req, body, total)
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		// A concurrent submit of the same id stored its token first.
 		return c.existing(ctx, req.ID)
@@ -124,29 +125,10 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	st := c.newState(&req, total, ack.Sequence)
-	if _, err := c.state.create(ctx, st); err != nil && !errors.Is(err, errExists) {
-		// The token is stored: the coordinator that takes it creates the
-		// state (as it does when this one does not get that far).
-		return nil, unavailable(err)
-	}
+	// The token is the accepted batch: its first driver makes the state
+	// from it, and readers of a state not made yet read the token.
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", total).Msg("batch accepted")
 	return &messages.SubmitReply{BatchID: req.ID, Total: total, Status: messages.StatusRunning}, nil
-}
-
-// newState is the state of a batch just accepted: epoch 0, raised to 1
-// by the first coordinator that drives it.
-func (c *Coordinator) newState(req *messages.BatchRequest, total int, tokenSeq uint64) *messages.BatchState {
-	now := time.Now().UTC()
-	st := &messages.BatchState{
-		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
-		Total: total, Options: req.Options, ItemsRef: req.ItemsRef, TokenSeq: tokenSeq,
-		CreatedAt: now, UpdatedAt: now, RedriveOf: req.RedriveOf,
-	}
-	if req.Source != nil {
-		st.Phase = messages.PhaseSource
-	}
-	return st
 }
 
 // existingReply answers a submit of an id already taken with that batch.
@@ -154,23 +136,13 @@ func existingReply(st *messages.BatchState) *messages.SubmitReply {
 	return &messages.SubmitReply{BatchID: st.BatchID, Total: st.Total, Status: st.Status, Existing: true}
 }
 
-// existing describes a batch whose token is already stored. Its state may
-// lag the token by a moment (its submitter is creating it).
+// existing describes a batch whose token is already stored.
 func (c *Coordinator) existing(ctx context.Context, batch string) (*messages.SubmitReply, *messages.Error) {
-	for {
-		st, _, err := c.view(ctx, batch)
-		if err == nil {
-			return existingReply(st), nil
-		}
-		if !errors.Is(err, errNotFound) {
-			return nil, unavailable(err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, unavailable(ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	st, _, err := c.view(ctx, batch)
+	if err != nil {
+		return nil, unavailable(err)
 	}
+	return existingReply(st), nil
 }
 
 // checkActivity refuses an activity no worker has ever registered: a typo
@@ -357,14 +329,11 @@ func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequ
 	if err := json.Unmarshal(doneMsg.Data, &agg); err != nil {
 		return req, messages.Errorf(messages.CodeInternal, "aggregate of %s: %v", r.BatchID, err)
 	}
-	tok, err := c.stores.Control.GetLastMsgForSubject(ctx, c.names.Token(r.BatchID))
+	tok, err := c.readToken(ctx, r.BatchID)
 	if err != nil {
 		return req, unavailable(fmt.Errorf("request of %s: %w", r.BatchID, err))
 	}
-	var orig messages.BatchRequest
-	if err := json.Unmarshal(tok.Data, &orig); err != nil {
-		return req, messages.Errorf(messages.CodeInternal, "request of %s: %v", r.BatchID, err)
-	}
+	orig := tok.req
 	items := inlineItems(orig.Items)
 	if st.ItemsRef != nil {
 		items = c.objectItems(st.ItemsRef)

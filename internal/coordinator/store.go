@@ -95,9 +95,19 @@ func (s stateStore) modify(ctx context.Context, batch string, fn func(*messages.
 	}
 }
 
-// view returns a batch's state as every reader must see it (settle).
+// view returns a batch's state as every reader must see it: the state
+// made from its token until its first driver has saved one (revision 0:
+// an update creates it), settled.
 func (c *Coordinator) view(ctx context.Context, batch string) (*messages.BatchState, uint64, error) {
 	st, rev, err := c.state.get(ctx, batch)
+	if errors.Is(err, errNotFound) {
+		var tok *token
+		if tok, err = c.readToken(ctx, batch); errors.Is(err, jetstream.ErrMsgNotFound) {
+			err = errNotFound
+		} else if err == nil {
+			st = tok.state()
+		}
+	}
 	if err == nil {
 		err = c.settle(ctx, st)
 	}

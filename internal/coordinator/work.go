@@ -140,13 +140,17 @@ func (d *driver) published() int {
 
 // confirm retires acknowledged publishes in order and publishes failed
 // ones again, so that the checkpoint's published watermark only covers
-// items the work stream has stored.
-func (d *driver) confirm(ctx context.Context) error {
+// items the work stream has stored. With wait, it waits until every
+// publish is stored.
+func (d *driver) confirm(ctx context.Context, wait bool) error {
+	defer func() { d.feed(aggregate.WorkStored{Through: d.stored}) }()
 	for len(d.pending) > 0 {
 		p := d.pending[0]
-		select {
-		case <-p.fut.Ok():
-		case err := <-p.fut.Err():
+		done, err := pubResult(ctx, p.fut, wait)
+		if !done {
+			return ctx.Err()
+		}
+		if err != nil {
 			d.log.Warn().Err(err).Int("items_to", p.to).Msg("work publish failed; publishing again")
 			if err := d.retry(ctx, "publish work again", func(ctx context.Context) error {
 				_, err := d.c.js.PublishMsg(ctx, p.msg)
@@ -154,16 +158,35 @@ func (d *driver) confirm(ctx context.Context) error {
 			}); err != nil {
 				return err
 			}
-		default:
-			d.feed(aggregate.WorkStored{Through: d.stored})
-			return nil
 		}
 		d.stored = p.to
 		d.pending[0] = pendingPub{}
 		d.pending = d.pending[1:]
 	}
-	d.feed(aggregate.WorkStored{Through: d.stored})
 	return nil
+}
+
+// pubResult reports whether a publish is acknowledged or failed, and its
+// error; with wait it waits for that until ctx ends.
+func pubResult(ctx context.Context, fut jetstream.PubAckFuture, wait bool) (done bool, err error) {
+	if wait {
+		select {
+		case <-fut.Ok():
+			return true, nil
+		case err := <-fut.Err():
+			return true, err
+		case <-ctx.Done():
+			return false, nil
+		}
+	}
+	select {
+	case <-fut.Ok():
+		return true, nil
+	case err := <-fut.Err():
+		return true, err
+	default:
+		return false, nil
+	}
 }
 
 // unpack publishes each item of an auto-packed group that has no result

@@ -1,0 +1,79 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/internal/messages"
+)
+
+// A batch's token is its accepted request, stored on the control stream
+// (one message per batch id) and held un-acked by the coordinator driving
+// the batch. It is all a batch is until its first driver saves the state:
+// the state is made from it.
+
+// totalHeader carries the batch's item count on its token (counted at
+// accept for items_ref).
+const totalHeader = "Fanout-Total"
+
+type token struct {
+	req   messages.BatchRequest
+	total int // -1: not recorded (a token of an older coordinator)
+	seq   uint64
+	time  time.Time
+}
+
+// publishToken stores an accepted request's token.
+func (c *Coordinator) publishToken(ctx context.Context, req *messages.BatchRequest, body []byte, total int) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(c.names.Token(req.ID))
+	msg.Data = body
+	msg.Header.Set(totalHeader, strconv.Itoa(total))
+	return c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+}
+
+// decodeToken reads a token stored at sequence seq and time t.
+func decodeToken(batch string, data []byte, h nats.Header, seq uint64, t time.Time) (*token, error) {
+	tok := &token{total: -1, seq: seq, time: t}
+	if err := messages.Decode(data, &tok.req); err != nil {
+		return nil, fmt.Errorf("token of %s: %w", batch, err)
+	}
+	if tok.req.ID != batch {
+		return nil, fmt.Errorf("token of %s: holds batch %q", batch, tok.req.ID)
+	}
+	if n, err := strconv.Atoi(h.Get(totalHeader)); err == nil && n >= 0 {
+		tok.total = n
+	} else if tok.req.ItemsRef == nil {
+		tok.total = len(tok.req.Items)
+	}
+	return tok, nil
+}
+
+// readToken reads a batch's token from the control stream.
+func (c *Coordinator) readToken(ctx context.Context, batch string) (*token, error) {
+	m, err := c.stores.Control.GetLastMsgForSubject(ctx, c.names.Token(batch))
+	if err != nil {
+		return nil, err
+	}
+	return decodeToken(batch, m.Data, m.Header, m.Sequence, m.Time)
+}
+
+// state is the state of a batch no driver has saved yet: running, nothing
+// counted, epoch 0.
+func (t *token) state() *messages.BatchState {
+	req := &t.req
+	created := t.time.UTC()
+	st := &messages.BatchState{
+		BatchID: req.ID, Activity: req.Activity, Status: messages.StatusRunning,
+		Total: max(t.total, 0), Options: req.Options, ItemsRef: req.ItemsRef, TokenSeq: t.seq,
+		CreatedAt: created, StartedAt: created, UpdatedAt: created, RedriveOf: req.RedriveOf,
+	}
+	if req.Source != nil {
+		st.Phase = messages.PhaseSource
+	}
+	return st
+}
