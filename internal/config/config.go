@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // Connection is how to reach NATS. The variables are the ones the nats
@@ -282,28 +283,5 @@ func ParseLimits(s string) (map[string]int, error) {
 	return out, nil
 }
 
-// Drain drains nc and waits until it is closed (nats.Conn.Drain returns at
-// once), so that the last acks and publishes leave before the process
-// exits. It gives up and closes after timeout.
-func Drain(nc *nats.Conn, timeout time.Duration) {
-	if nc == nil || nc.IsClosed() {
-		return
-	}
-	closed := make(chan struct{})
-	prev := nc.Opts.ClosedCB
-	nc.SetClosedHandler(func(c *nats.Conn) {
-		if prev != nil {
-			prev(c)
-		}
-		close(closed)
-	})
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return
-	}
-	select {
-	case <-closed:
-	case <-time.After(timeout):
-		nc.Close()
-	}
-}
+// Drain is topology.Drain.
+func Drain(nc *nats.Conn, timeout time.Duration) { topology.Drain(nc, timeout) }

@@ -20,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
-	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -417,7 +416,7 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 			err = fmt.Errorf("coordinator stop: %w", ctx.Err())
 		}
 		if c.ownConn {
-			config.Drain(c.nc, 10*time.Second)
+			topology.Drain(c.nc, 10*time.Second)
 		}
 		c.log.Info().Msg("coordinator stopped")
 	})

@@ -7,9 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/internal/coordinator"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/testenv"
 	"github.com/fanoutdev/fanout/worker"
 )
@@ -19,12 +22,18 @@ func named(name string) func(*coordinator.Config) {
 }
 
 // Two coordinators on one server: batches submitted at once through both
-// complete exactly, each aggregate published once.
+// complete exactly, each aggregate published once; once idle, their
+// metrics hold no item in flight, and every item was published and
+// counted once between them.
 func TestTwoCoordinators(t *testing.T) {
 	t.Parallel()
 	env := testenv.Server(t)
-	env.Coordinator(named("coord-a"))
-	env.Coordinator(named("coord-b"))
+	regs := []*prometheus.Registry{observe.NewRegistry(), observe.NewRegistry()}
+	for i, name := range []string{"coord-a", "coord-b"} {
+		env.Coordinator(func(c *coordinator.Config) {
+			c.Name, c.Metrics = name, observe.NewCoordinatorMetrics(regs[i])
+		})
+	}
 	env.Worker(nil)
 	env.Worker(nil)
 	dc := countDone(t, env)
@@ -70,6 +79,45 @@ func TestTwoCoordinators(t *testing.T) {
 	}
 	t.Logf("batches per coordinator: %v", owners)
 	dc.check(t, env, ids...)
+
+	// A driver lets its batch go just after the aggregate is out.
+	ctx := ctxFor(t, 10*time.Second)
+	for metric(t, regs[0], "fanout_batches_running")+metric(t, regs[1], "fanout_batches_running") > 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("coordinators still drive batches after all ended")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	for i, reg := range regs {
+		if n := metric(t, reg, "fanout_items_in_flight"); n != 0 {
+			t.Errorf("coordinator %d: %v items in flight once idle", i, n)
+		}
+	}
+	for _, name := range []string{"fanout_items_published_total", "fanout_items_counted_total"} {
+		if n := metric(t, regs[0], name) + metric(t, regs[1], name); n != batches*total {
+			t.Errorf("%s: %v between the two coordinators, want %d", name, n, batches*total)
+		}
+	}
+}
+
+// metric sums the values of a gauge or counter over its labels.
+func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }
 
 // A coordinator that stops while driving batches hands them over: another

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -73,11 +74,11 @@ func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages
 	c.reply(m, r)
 }
 
-// accept stores a valid batch request: its token first (the server keeps
-// one per batch id), then its state. A repeated id answers with the batch
-// that has it.
+// accept stores a valid batch request as its token, which the server
+// keeps one of per batch id: the token is the accepted batch (its first
+// driver makes the state from it, and readers of a state not made yet
+// read the token). A repeated id answers with the batch that has it.
 func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*messages.SubmitReply, *messages.Error) {
-
 	if req.ID != "" {
 		if st, _, err := c.view(ctx, req.ID); err == nil {
 			return existingReply(st), nil
@@ -85,30 +86,9 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 			return nil, unavailable(err)
 		}
 	}
-	for _, a := range []*messages.StepSpec{{Activity: req.Activity}, req.Source, req.Reduce} {
-		if a == nil {
-			continue
-		}
-		if e := c.checkActivity(ctx, a.Activity); e != nil {
-			return nil, e
-		}
-	}
-	total := len(req.Items)
-	if req.ItemsRef != nil {
-		var e *messages.Error
-		if total, e = c.countItems(ctx, req.ItemsRef); e != nil {
-			return nil, e
-		}
-	}
-	if req.Options.Timeout == 0 {
-		// A batch must end within the retention to be counted exactly.
-		req.Options.Timeout = messages.Duration(c.cfg.DefaultTimeout)
-		if req.Options.Timeout == 0 {
-			req.Options.Timeout = messages.Duration(c.cfg.retention())
-		}
-	}
-	if req.ID == "" {
-		req.ID = uuid.NewString()
+	total, e := c.prepare(ctx, &req)
+	if e != nil {
+		return nil, e
 	}
 	body, err := messages.EncodeBatchRequest(&req)
 	if err != nil {
@@ -125,10 +105,37 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	// The token is the accepted batch: its first driver makes the state
-	// from it, and readers of a state not made yet read the token.
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", total).Msg("batch accepted")
 	return &messages.SubmitReply{BatchID: req.ID, Total: total, Status: messages.StatusRunning}, nil
+}
+
+// prepare checks what a valid request needs from the deployment (known
+// activities, a readable items_ref), counts its items and fills in what
+// the coordinator decides: the default timeout and the batch id.
+func (c *Coordinator) prepare(ctx context.Context, req *messages.BatchRequest) (int, *messages.Error) {
+	for _, a := range []*messages.StepSpec{{Activity: req.Activity}, req.Source, req.Reduce} {
+		if a == nil {
+			continue
+		}
+		if e := c.checkActivity(ctx, a.Activity); e != nil {
+			return 0, e
+		}
+	}
+	total := len(req.Items)
+	if req.ItemsRef != nil {
+		var e *messages.Error
+		if total, e = c.countItems(ctx, req.ItemsRef); e != nil {
+			return 0, e
+		}
+	}
+	if req.Options.Timeout == 0 {
+		// A batch must end within the retention to be counted exactly.
+		req.Options.Timeout = messages.Duration(cmp.Or(c.cfg.DefaultTimeout, c.cfg.retention()))
+	}
+	if req.ID == "" {
+		req.ID = uuid.NewString()
+	}
+	return total, nil
 }
 
 // existingReply answers a submit of an id already taken with that batch.

@@ -1,5 +1,6 @@
 // Package topology creates the streams, bucket and object store fanout
 // needs, idempotently: every coordinator and worker calls Ensure at start.
+// It also closes a connection in order (Drain).
 package topology
 
 import (
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
@@ -256,3 +258,29 @@ func IsDuplicateResult(err error) bool {
 
 // JSErrCodeMaxMsgsPerSubject is "maximum messages per subject exceeded".
 const JSErrCodeMaxMsgsPerSubject jetstream.ErrorCode = 10077
+
+// Drain drains nc and waits until it is closed (nats.Conn.Drain returns at
+// once), so that the last acks and publishes leave before the process
+// exits. It gives up and closes after timeout.
+func Drain(nc *nats.Conn, timeout time.Duration) {
+	if nc == nil || nc.IsClosed() {
+		return
+	}
+	closed := make(chan struct{})
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(c *nats.Conn) {
+		if prev != nil {
+			prev(c)
+		}
+		close(closed)
+	})
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return
+	}
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		nc.Close()
+	}
+}
