@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/client"
-	"github.com/fanoutdev/fanout/internal/devmode"
+	"github.com/fanoutdev/fanout/internal/embedded"
 )
 
 // startLocal runs what `fanout dev` runs (an embedded NATS server on a
@@ -24,7 +24,7 @@ func startLocal() (nc *nats.Conn, stop func(), err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	stack, err := devmode.Start(context.Background(), devmode.Config{DataDir: dir, Port: 0, Workers: 2, Logger: zerolog.Nop()})
+	stack, err := embedded.StartStack(context.Background(), embedded.StackConfig{DataDir: dir, Port: 0, Workers: 2, Logger: zerolog.Nop()})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, nil, err

@@ -14,17 +14,17 @@ import (
 
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/examples/report/report"
-	"github.com/fanoutdev/fanout/internal/devmode"
+	"github.com/fanoutdev/fanout/internal/embedded"
 	"github.com/fanoutdev/fanout/worker"
 )
 
 // devStack starts what `fanout dev` runs (real embedded NATS, a
 // coordinator, a built-in worker) on a free port, stopped with the test.
-func devStack(t *testing.T) *devmode.Stack {
+func devStack(t *testing.T) *embedded.Stack {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stack, err := devmode.Start(ctx, devmode.Config{DataDir: t.TempDir(), Port: 0, Workers: 1})
+	stack, err := embedded.StartStack(ctx, embedded.StackConfig{DataDir: t.TempDir(), Port: 0, Workers: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

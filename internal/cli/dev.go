@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fanoutdev/fanout/client"
-	"github.com/fanoutdev/fanout/internal/devmode"
+	"github.com/fanoutdev/fanout/internal/embedded"
 )
 
 type devFlags struct {
@@ -31,7 +31,7 @@ func (d *devFlags) register(cmd *cobra.Command, defaultDir string, defaultPort i
 	cmd.Flags().IntVar(&d.concurrency, "concurrency", 16, "items each worker runs at once")
 }
 
-func (g *globals) startStack(ctx context.Context, d *devFlags) (*devmode.Stack, error) {
+func (g *globals) startStack(ctx context.Context, d *devFlags) (*embedded.Stack, error) {
 	log, err := g.logging.Logger(g.errOut)
 	if err != nil {
 		return nil, &ExitError{Code: ExitUsage, Err: err}
@@ -39,7 +39,7 @@ func (g *globals) startStack(ctx context.Context, d *devFlags) (*devmode.Stack, 
 	if err := os.MkdirAll(d.dataDir, 0o755); err != nil {
 		return nil, &ExitError{Code: ExitUsage, Err: err}
 	}
-	stack, err := devmode.Start(ctx, devmode.Config{
+	stack, err := embedded.StartStack(ctx, embedded.StackConfig{
 		DataDir: d.dataDir, Host: d.host, Port: d.port,
 		Workers: d.workers, Concurrency: d.concurrency,
 		Prefix: g.conn.Prefix, Logger: log,

@@ -1,5 +1,7 @@
-// Package embedded runs a NATS server with JetStream inside the process:
-// for `fanout dev`, the demo and tests. It is the real server, not a mock.
+// Package embedded runs fanout inside the process: a NATS server with
+// JetStream (Start), the real server, not a mock; and the whole
+// deployment, that server with a coordinator and workers (StartStack), for
+// `fanout dev`, the demo and tests.
 package embedded
 
 import (

@@ -1,7 +1,4 @@
-// Package devmode runs all of fanout in one process: an embedded NATS
-// server with JetStream, a coordinator and workers. It backs `fanout dev`
-// and `fanout demo`.
-package devmode
+package embedded
 
 import (
 	"context"
@@ -12,15 +9,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/coordinator"
-	"github.com/fanoutdev/fanout/internal/embedded"
+	"github.com/fanoutdev/fanout/internal/topology"
 	"github.com/fanoutdev/fanout/internal/workerd"
 	"github.com/fanoutdev/fanout/worker"
 )
 
-// Config configures the all-in-one deployment.
-type Config struct {
+// StackConfig configures a Stack.
+type StackConfig struct {
 	DataDir     string // JetStream data directory (required)
 	Host        string // listen address, default 127.0.0.1
 	Port        int    // listen port; 0 picks a free one
@@ -30,17 +26,19 @@ type Config struct {
 	Logger      zerolog.Logger
 }
 
-// Stack is a running all-in-one deployment.
+// Stack is all of fanout in one process: an embedded server, a
+// coordinator and workers serving the built-in activities. It backs
+// `fanout dev`, `fanout demo` and the examples' tests.
 type Stack struct {
-	Server      *embedded.Server
+	Server      *Server
 	URL         string
 	coordinator *coordinator.Coordinator
 	workers     []*worker.Worker
 	conns       []*nats.Conn
 }
 
-// Start brings everything up; it returns when batches can be submitted.
-func Start(ctx context.Context, cfg Config) (*Stack, error) {
+// StartStack brings a Stack up; it returns when batches can be submitted.
+func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("dev: a data directory is required")
 	}
@@ -50,7 +48,7 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	if cfg.Workers < 1 {
 		return nil, fmt.Errorf("dev: workers %d must be at least 1", cfg.Workers)
 	}
-	srv, err := embedded.Start(embedded.Options{StoreDir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port})
+	srv, err := Start(Options{StoreDir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port})
 	if err != nil {
 		return nil, fmt.Errorf("dev: %w (is another server already on port %d? pick one with --port)", err, cfg.Port)
 	}
@@ -109,7 +107,7 @@ func (s *Stack) Stop(ctx context.Context) {
 		_ = s.coordinator.Stop(ctx)
 	}
 	for _, nc := range s.conns {
-		config.Drain(nc, 5*time.Second)
+		topology.Drain(nc, 5*time.Second)
 	}
 	s.Server.Stop()
 }
