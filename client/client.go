@@ -170,7 +170,7 @@ func decodeReply(data []byte, out any) error {
 // Submit sends a batch. The batch is stored durably when Submit returns
 // without error. A refused batch returns an *Error.
 func (c *Client) Submit(ctx context.Context, req BatchRequest) (*SubmitReply, error) {
-	data, err := messages.EncodeBatchRequest(&req)
+	data, err := messages.Encode(&req)
 	if err != nil {
 		return nil, err
 	}

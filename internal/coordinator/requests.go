@@ -90,7 +90,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if e != nil {
 		return nil, e
 	}
-	body, err := messages.EncodeBatchRequest(&req)
+	body, err := messages.Encode(&req)
 	if err != nil {
 		return nil, messages.Errorf(messages.CodeInternal, "encode batch: %v", err)
 	}
