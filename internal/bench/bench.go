@@ -1,5 +1,5 @@
 // Package bench measures fanout against the bare JetStream round trip it is
-// built on, in one run against one embedded server (issue 7):
+// built on, in one run against one embedded server:
 //
 //	(a) raw: publish work async to a WorkQueue stream, N worker goroutines
 //	    pull from one durable consumer, hash, publish the result async and
