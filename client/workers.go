@@ -6,16 +6,18 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/fanoutdev/fanout/worker"
+	"github.com/fanoutdev/fanout/internal/messages"
 )
 
-// WorkerPresence is a live worker as its last heartbeat describes it.
-type WorkerPresence = worker.Presence
+// WorkerPresence is a live worker as its last heartbeat describes it (the
+// same type as worker.Presence).
+type WorkerPresence = messages.WorkerPresence
 
 // Workers returns the live workers, sorted by name: those whose heartbeat
-// in the workers bucket (FANOUT_WORKERS) has not expired (see
-// worker.Presence). A worker that crashed is listed until its last
-// heartbeat expires, worker.PresenceTTL after it was written.
+// in the workers bucket (FANOUT_WORKERS) has not expired. A worker writes
+// its heartbeat every 5 s (worker.PresenceInterval); one that crashed is
+// listed until its last heartbeat expires, 15 s (worker.PresenceTTL) after
+// it was written.
 func (c *Client) Workers(ctx context.Context) ([]WorkerPresence, error) {
 	var out []WorkerPresence
 	err := c.eachValue(ctx, c.names.WorkersBucket(), "", func(v []byte) {

@@ -21,7 +21,10 @@ import (
 )
 
 // Worker faults: SIGKILL, death between publishing a result and acking it,
-// an item that crashes its worker every time, retries, timeouts.
+// an item that crashes its worker every time, retries, timeouts. Deaths
+// at a chosen moment come from the worker's fault hooks (package
+// internal/faults), compiled into the worker binary by its build tag
+// procs.FaultsTag and switched on by FANOUT_FAULT_* variables.
 
 // Invariants 1 (exactly-once accounting) and 3 (every accepted batch ends):
 // of three workers, one is killed with SIGKILL mid-batch, then a second

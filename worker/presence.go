@@ -13,11 +13,14 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/fanoutdev/fanout/internal/messages"
 )
 
 // Presence is a running worker as its heartbeat describes it: the value of
 // its key in the KV bucket <PREFIX>_WORKERS (FANOUT_WORKERS by default),
-// which `fanout workers` and client.Workers list.
+// which `fanout workers` and client.Workers list. It is the wire type
+// messages.WorkerPresence.
 //
 // A worker writes it as it starts (Start waits up to a second for that)
 // and every PresenceInterval after. The bucket keeps a value PresenceTTL
@@ -25,30 +28,14 @@ import (
 // drops out of the bucket within PresenceTTL, and one that stops cleanly
 // deletes its key when Stop ends. Heartbeats are best effort: a worker
 // whose NATS user may not write the bucket runs all the same, and logs a
-// warning.
-type Presence struct {
-	// Name is the worker's name (WithName); Key is its key in the bucket,
-	// the name made a valid key plus an id of this run, so that two
-	// workers started with the same name are both listed.
-	Name string `json:"name"`
-	Key  string `json:"key"`
-	Host string `json:"host"`
-	// Activities the worker serves, sorted.
-	Activities []string `json:"activities"`
-	// Concurrency is how many items it runs at once (WithConcurrency);
-	// InUse how many it was running at the heartbeat.
-	Concurrency int  `json:"concurrency"`
-	InUse       int  `json:"in_use"`
-	Draining    bool `json:"draining,omitempty"`
-	// StartedAt is when the worker started, UpdatedAt when it wrote this.
-	StartedAt time.Time `json:"started_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
+// warning. Name is the worker's name (WithName), Concurrency its
+// WithConcurrency.
+type Presence = messages.WorkerPresence
 
 // Heartbeat timing of worker presence.
 const (
-	PresenceInterval = 5 * time.Second
-	PresenceTTL      = 3 * PresenceInterval
+	PresenceInterval = messages.WorkerPresenceInterval
+	PresenceTTL      = messages.WorkerPresenceTTL
 )
 
 // presence writes a worker's heartbeats. Its goroutine is started by

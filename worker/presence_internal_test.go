@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fanoutdev/fanout/internal/embedded"
 )
 
 // eventually polls cond until it holds, failing the test after timeout.
@@ -32,11 +31,17 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 // one TTL after the last write.
 func TestPresenceExpiresAfterACrash(t *testing.T) {
 	t.Parallel()
-	srv, err := embedded.Start(embedded.Options{StoreDir: t.TempDir()})
+	// The server itself: internal/embedded imports this package.
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		JetStream: true, StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv.Stop)
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/attempt"
-	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
 )
@@ -600,13 +599,19 @@ type pendingAck struct {
 	log     zerolog.Logger
 }
 
+// afterResultsStored runs between the server storing a work message's
+// results and the ack of that message. It does nothing, except in builds
+// with the fanout_faults tag (faults.go), where the fault-injection tests
+// use it to exit the process at that moment.
+var afterResultsStored = func() {}
+
 // ackLoop acks work messages in the order they were settled, each once its
 // results are stored. It ends when acks is closed.
 func (w *Worker) ackLoop() {
 	defer close(w.acksDone)
 	for p := range w.acks {
 		if w.awaitStored(p.futures, p.log) {
-			faults.ResultPublished()
+			afterResultsStored()
 			if err := p.msg.Ack(); err != nil {
 				p.log.Debug().Err(err).Msg("ack")
 			}

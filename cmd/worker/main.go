@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/fanoutdev/fanout/internal/config"
-	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/workerd"
 )
 
@@ -45,7 +44,6 @@ func main() {
 	}
 	cfg.URL, cfg.Prefix, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.ConnectOptions
 	cfg.Logger, cfg.Memory, cfg.HTTPAddr = svc.Logger, svc.Memory, svc.HTTPAddr
-	faults.Load()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := workerd.Run(ctx, cfg); err != nil {

@@ -396,3 +396,36 @@ func (s *BatchState) Progress(now time.Time) Progress {
 	}
 	return p
 }
+
+// WorkerPresence is a running worker as its heartbeat describes it: the
+// value of its key in the KV bucket Names.WorkersBucket (FANOUT_WORKERS).
+// A worker writes it as it starts and every WorkerPresenceInterval after;
+// the bucket drops a value WorkerPresenceTTL after it was written, so a
+// worker that stopped writing drops out of the listing. A worker that
+// stops cleanly deletes its key.
+type WorkerPresence struct {
+	// Name is the worker's name; Key is its key in the bucket, the name
+	// made a valid key plus an id of this run, so that two workers started
+	// with the same name are both listed.
+	Name string `json:"name"`
+	Key  string `json:"key"`
+	Host string `json:"host"`
+	// Activities the worker serves, sorted.
+	Activities []string `json:"activities"`
+	// Concurrency is how many items it runs at once; InUse how many it was
+	// running at the heartbeat.
+	Concurrency int  `json:"concurrency"`
+	InUse       int  `json:"in_use"`
+	Draining    bool `json:"draining,omitempty"`
+	// StartedAt is when the worker started, UpdatedAt when it wrote this.
+	StartedAt time.Time `json:"started_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Heartbeat timing of worker presence: a worker writes its WorkerPresence
+// every WorkerPresenceInterval, and the workers bucket keeps a value
+// WorkerPresenceTTL after it was written.
+const (
+	WorkerPresenceInterval = 5 * time.Second
+	WorkerPresenceTTL      = 3 * WorkerPresenceInterval
+)

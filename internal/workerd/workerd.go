@@ -4,8 +4,8 @@ package workerd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -14,7 +14,6 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/builtin"
 	"github.com/fanoutdev/fanout/internal/config"
-	"github.com/fanoutdev/fanout/internal/faults"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/worker"
 )
@@ -40,6 +39,11 @@ type Config struct {
 	Observer worker.Observer
 	Logger   zerolog.Logger
 }
+
+// extraActivities returns activities served besides the built-ins: none,
+// except in builds with the fanout_faults tag (faults.go), which serve the
+// fault-injection activities when the tests ask for them.
+var extraActivities = func() map[string]worker.Handler { return nil }
 
 // New builds a worker for the built-in activities on nc.
 func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
@@ -78,20 +82,12 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	all := builtin.Handlers()
 	names := cfg.Activities
 	if len(names) == 0 {
-		for name := range all {
-			names = append(names, name)
-		}
-		slices.Sort(names)
+		names = slices.Sorted(maps.Keys(all))
 	}
-	if faults.CrashActivityEnabled() {
-		all["crash"] = worker.HandlerFunc(faults.Crash)
-		all["poison"] = worker.HandlerFunc(func(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
-			info, _ := worker.InfoFrom(ctx)
-			return faults.Poison(info.Attempt, input)
-		})
-		if len(cfg.Activities) == 0 {
-			names = append(names, "crash", "poison")
-		}
+	extra := extraActivities()
+	maps.Copy(all, extra)
+	if len(cfg.Activities) == 0 {
+		names = append(names, slices.Sorted(maps.Keys(extra))...)
 	}
 	for _, name := range names {
 		h, ok := all[name]

@@ -23,6 +23,11 @@ const (
 	NATSServerPkg  = "github.com/nats-io/nats-server/v2"
 )
 
+// FaultsTag is the build tag the coordinator and worker are built with: it
+// compiles in the worker's fault hooks (package internal/faults), which
+// the FANOUT_FAULT_* variables switch on.
+const FaultsTag = "fanout_faults"
+
 // Binaries are the built executables.
 type Binaries struct {
 	Dir         string
@@ -41,8 +46,9 @@ type BuildOptions struct {
 	Race bool
 }
 
-// Build builds the coordinator, worker and nats-server binaries into dir.
-// It must run inside the fanout module (the test's package directory is).
+// Build builds the coordinator, worker and nats-server binaries into dir,
+// the coordinator and worker with the FaultsTag build tag. It must run
+// inside the fanout module (the test's package directory is).
 func Build(ctx context.Context, dir string, o BuildOptions) (*Binaries, error) {
 	b := &Binaries{
 		Dir:         dir,
@@ -55,7 +61,7 @@ func Build(ctx context.Context, dir string, o BuildOptions) (*Binaries, error) {
 	if err != nil {
 		return nil, err
 	}
-	fanoutArgs := []string{"build", "-o", dir + string(filepath.Separator)}
+	fanoutArgs := []string{"build", "-tags", FaultsTag, "-o", dir + string(filepath.Separator)}
 	if o.Race {
 		fanoutArgs = append(fanoutArgs, "-race")
 	}
@@ -117,7 +123,7 @@ func Main(m *testing.M, bins **Binaries) int {
 		return 1
 	}
 	if testing.Verbose() {
-		fmt.Fprintf(os.Stderr, "e2e: built coordinator, worker (race=%v) and nats-server in %s\n", b.Race, time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(os.Stderr, "e2e: built coordinator, worker (race=%v, tags %s) and nats-server in %s\n", b.Race, FaultsTag, time.Since(start).Round(time.Millisecond))
 	}
 	*bins = b
 	return m.Run()

@@ -12,8 +12,10 @@
 // test. Proc methods that fail the test must be called from the test's
 // goroutine.
 //
-// For fault injection: StartWorkerEnv / WorkerEnv add environment variables
-// (the worker's FANOUT_FAULT_* hooks); BatchState and AwaitBatchState read a
+// For fault injection: the worker is built with the fanout_faults tag
+// (FaultsTag), which compiles in its fault hooks (package internal/faults);
+// StartWorkerEnv / WorkerEnv add environment variables, the
+// FANOUT_FAULT_* that switch them on; BatchState and AwaitBatchState read a
 // batch's checkpoint in FANOUT_BATCHES (owner, epoch, counts); WorkCount and
 // AwaitNoWork look for a batch's messages left in FANOUT_WORK; CountResults
 // counts distinct results of all batches as they are published, an event to
