@@ -671,7 +671,7 @@ func (w *Worker) resultSubject(res *messages.ResultMessage) string {
 // encodeResult encodes a result, replacing one too large for a message by
 // a failed result that says so.
 func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
-	data, err := messages.EncodeResult(res)
+	data, err := messages.Encode(res)
 	if err != nil || int64(len(data)) > w.nc.MaxPayload()-1024 {
 		reason := fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload())
 		if err != nil {

@@ -113,10 +113,9 @@ func (d *driver) heartbeat(ctx context.Context) {
 	}
 }
 
-// load reads the batch state (creating it if the submitter did not get
-// that far) and takes the batch over by raising its epoch: from then on,
-// a driver with an older epoch cannot write the state (every write is a
-// compare-and-set, and a driver that loses one and finds a newer epoch
+// load reads the batch's token and claims the batch's state: from then
+// on, a driver with an older epoch cannot write the state (every write is
+// a compare-and-set, and a driver that loses one and finds a newer epoch
 // stops).
 func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 	tok, err := decodeToken(d.batch, d.tok.Data(), d.tok.Headers(), meta.Sequence.Stream, meta.Timestamp)

@@ -95,29 +95,3 @@ func FuzzEncodeBatchRequest(f *testing.F) {
 		}
 	})
 }
-
-// EncodeResult writes some results by hand: it must write exactly what
-// Encode writes, and what encoding/json writes, for any result.
-func FuzzEncodeResult(f *testing.F) {
-	f.Add("6b0c2f9e-3a51-4c0d-9d7e-2f1a8c4b7e10", 7, "", true, []byte(`{"sha256":"ab"}`), "", 1, "worker-1", 0.012)
-	f.Add("b", -1, "reduce", false, []byte(nil), `boom "quoted" <tag> & more`, 3, "", 1e-9)
-	f.Add("b", 0, "", true, []byte("{\n \"a\" : [1, 2]\n}"), "", 0, "w\u00e9", 2e21)
-	f.Add("b", 0, "", true, []byte(`"\u2028 <"`), "tab\there", 2, "w", -0.0)
-	f.Add("b", 1, "", true, []byte(`not json`), "", 1, "w", 1.5)
-	f.Add("b", 1, "", true, []byte(`1 2`), "", 1, "w", 123456789.125)
-	f.Fuzz(func(t *testing.T, batch string, item int, step string, ok bool, output []byte, errText string, attempts int, worker string, dur float64) {
-		r := ResultMessage{BatchID: batch, Item: item, Step: Step(step), OK: ok, Output: output, Error: errText, Attempts: attempts, Worker: worker, DurationMS: dur}
-		got, err := EncodeResult(&r)
-		want, wantErr := Encode(&r)
-		std, stdErr := json.Marshal(&r)
-		if (err == nil) != (wantErr == nil) || (err == nil) != (stdErr == nil) {
-			t.Fatalf("%+v: EncodeResult error %v, Encode error %v, encoding/json error %v", r, err, wantErr, stdErr)
-		}
-		if err != nil {
-			return
-		}
-		if string(got) != string(want) || string(got) != string(std) {
-			t.Fatalf("%+v:\nEncodeResult %s\nEncode       %s\nencoding/json %s", r, got, want, std)
-		}
-	})
-}
