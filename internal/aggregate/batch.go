@@ -104,7 +104,7 @@ func (b *Batch) Step(now time.Time, ev Event) []Action {
 	b.out = b.out[:0]
 	switch e := ev.(type) {
 	case Started:
-		b.start(now, e.Unsaved)
+		b.start(now)
 	case ResultStored:
 		b.result(now, e)
 	case StepStored:
@@ -150,7 +150,7 @@ func (b *Batch) inItems() bool {
 	return b.st.Phase == messages.PhaseItems || b.st.Phase == ""
 }
 
-func (b *Batch) start(now time.Time, unsaved bool) {
+func (b *Batch) start(now time.Time) {
 	if b.st.Status.Final() {
 		// Decided before a crash: the aggregate may be out already.
 		b.ended = true
@@ -166,9 +166,6 @@ func (b *Batch) start(now time.Time, unsaved bool) {
 		b.emit(Action{Kind: PublishStep, Step: messages.StepSource})
 	case messages.PhaseReduce:
 		b.emit(Action{Kind: PublishStep, Step: messages.StepReduce})
-	}
-	if unsaved {
-		b.checkpoint()
 	}
 }
 

@@ -85,10 +85,10 @@ func TestBatchTransitions(t *testing.T) {
 		reason string
 		check  func(t *testing.T, st messages.BatchState)
 	}{{
-		name: "a new batch fills its window and saves its state",
+		name: "a new batch fills its window",
 		st:   newState(3, messages.Options{}),
 		steps: []step{
-			{0, Started{Unsaved: true}, "work 0-1 plain, work 1-2 plain, work 2-3 plain, checkpoint"},
+			{0, Started{}, "work 0-1 plain, work 1-2 plain, work 2-3 plain"},
 			{0, ResultStored{Seq: 1, Item: 0, Result: ok(0)}, "keep 0"},
 			{0, ResultStored{Seq: 2, Item: 2, Result: bad(2)}, "keep 2"},
 			{0, ResultStored{Seq: 3, Item: 1, Result: ok(1)}, "keep 1, " + end},
@@ -254,7 +254,7 @@ func TestBatchTransitions(t *testing.T) {
 			return st
 		}(),
 		steps: []step{
-			{0, Started{Unsaved: true}, "step source, checkpoint"},
+			{0, Started{}, "step source"},
 			{0, StepStored{Seq: 1, Step: messages.StepSource, Result: ok(0)}, "load source"},
 			{0, SourceLoaded{Total: 2}, "checkpoint, work 0-1 plain, work 1-2 plain"},
 			{0, ResultStored{Seq: 2, Item: 0, Result: ok(0)}, "keep 0"},

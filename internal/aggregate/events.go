@@ -9,10 +9,8 @@ import (
 // Event is something that happened to a batch, given to Batch.Step.
 type Event interface{ event() }
 
-// Started: the driver has loaded and fenced the batch. Unsaved: the
-// batch's state was made from its token, and is saved with the first work
-// out.
-type Started struct{ Unsaved bool }
+// Started: the driver has loaded and fenced the batch.
+type Started struct{}
 
 // ResultStored: an item's result read from the results stream at sequence
 // Seq. Item is -1 when the subject names no item.

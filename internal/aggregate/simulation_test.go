@@ -115,7 +115,7 @@ func simulate(t *testing.T, seed uint64) {
 		}
 	}
 	s.saved = st
-	s.start(cfg, true)
+	s.start(cfg)
 	for step := 0; !s.released; step++ {
 		if step > 200_000 {
 			t.Fatalf("the batch did not end: %+v", s.m.State())
@@ -128,7 +128,7 @@ func simulate(t *testing.T, seed uint64) {
 
 // start makes a driver from the last checkpoint, as a coordinator taking
 // the token does: the epoch raised, the requests in the stored state.
-func (s *simulation) start(cfg Config, first bool) {
+func (s *simulation) start(cfg Config) {
 	st := s.saved
 	st.Epoch++
 	st.CancelRequested = st.CancelRequested || s.cancel
@@ -137,7 +137,7 @@ func (s *simulation) start(cfg Config, first bool) {
 	s.m = New(cfg, st, false)
 	s.read, s.kept, s.counted, s.todo, s.decided, s.pubTo, s.justSaved = 0, map[int]bool{}, map[int]int{}, nil, false, st.Published, false
 	s.drivers++
-	s.feed(Started{Unsaved: first})
+	s.feed(Started{})
 }
 
 func (s *simulation) feed(ev Event) {
@@ -168,14 +168,14 @@ func (s *simulation) next(cfg Config) {
 			}
 		}
 		if r.IntN(chance) == 0 && s.drivers < maxDrivers {
-			s.start(cfg, false)
+			s.start(cfg)
 		} else {
 			s.act()
 		}
 		return
 	}
 	if r.IntN(400) == 0 && s.drivers < maxDrivers {
-		s.start(cfg, false)
+		s.start(cfg)
 		return
 	}
 	switch n := r.IntN(100); {

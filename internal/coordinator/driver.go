@@ -153,12 +153,12 @@ func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 var errDuplicateToken = errors.New("duplicate batch token")
 
 // claim returns the batch's state with this driver's epoch, and its
-// revision (0: not saved yet). The first delivery of a token starts from
-// the token: nobody has driven the batch, and the state is saved with the
-// first work out. A later one raises the epoch above every driver's before
-// (and to at least the delivery count: a driver before may not have
-// saved its epoch yet) and saves it at once, which fences off the earlier
-// drivers.
+// revision (0: not read). The first delivery of a token starts from the
+// token, without reading the state: nobody has driven the batch, and its
+// epoch is written with the first checkpoint. A later one raises the
+// epoch above every driver's before (and to at least the delivery count:
+// a driver before may not have saved its epoch yet) and saves it at once,
+// which fences off the earlier drivers.
 func (d *driver) claim(ctx context.Context, tok *token, delivered uint64) (*messages.BatchState, uint64, error) {
 	if delivered == 1 {
 		st := tok.state()
@@ -200,7 +200,7 @@ func (c *Coordinator) machineConfig() aggregate.Config {
 func (d *driver) run(ctx context.Context) error {
 	d.reader = d.c.readResults(d.batch)
 	d.results = d.newResults(d.m.State().Total)
-	d.feed(aggregate.Started{Unsaved: d.rev == 0})
+	d.feed(aggregate.Started{})
 	tick := time.NewTicker(d.c.cfg.CheckpointInterval)
 	defer tick.Stop()
 	var deadline <-chan time.Time
@@ -343,6 +343,13 @@ func (d *driver) keep(a aggregate.Action) {
 func (d *driver) checkpoint(ctx context.Context) error {
 	if err := d.confirm(ctx, false); err != nil {
 		return err
+	}
+	if d.rev == 0 {
+		// The first write of a driver that started from the token: the
+		// submitter has most likely made the state meanwhile.
+		if err := d.refresh(ctx); err != nil {
+			return err
+		}
 	}
 	var requested *messages.BatchState
 	err := d.retry(ctx, "save batch state", func(ctx context.Context) error {

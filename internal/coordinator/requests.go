@@ -75,9 +75,10 @@ func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages
 }
 
 // accept stores a valid batch request as its token, which the server
-// keeps one of per batch id: the token is the accepted batch (its first
-// driver makes the state from it, and readers of a state not made yet
-// read the token). A repeated id answers with the batch that has it.
+// keeps one of per batch id, then its state. The token is the accepted
+// batch: its first driver starts from it, without waiting for the state,
+// and readers of a state not made yet (the submitter died in between)
+// read the token. A repeated id answers with the batch that has it.
 func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*messages.SubmitReply, *messages.Error) {
 	if req.ID != "" {
 		if st, _, err := c.view(ctx, req.ID); err == nil {
@@ -103,6 +104,14 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 		return c.existing(ctx, req.ID)
 	}
 	if err != nil {
+		return nil, unavailable(err)
+	}
+	// The state too, so that the batch is listed from the reply on, with
+	// epoch 1: that of the token's first driver, which may have made the
+	// state already.
+	st := (&token{req: req, total: total, seq: ack.Sequence, time: time.Now()}).state()
+	st.Epoch = 1
+	if _, err := c.state.create(ctx, st); err != nil && !errors.Is(err, errExists) {
 		return nil, unavailable(err)
 	}
 	c.log.Info().Str("batch_id", req.ID).Str("activity", req.Activity).Int("total", total).Msg("batch accepted")
