@@ -44,6 +44,7 @@ type driver struct {
 	results *resultsAssembly
 
 	inFlight int  // this driver's share of the in-flight items metric
+	unsaved  int  // results counted since the last checkpoint, for its metric
 	released bool // the batch is finished and its token acked
 }
 
@@ -331,6 +332,7 @@ func (d *driver) keep(a aggregate.Action) {
 	}
 	if a.Counted {
 		d.inFlight--
+		d.unsaved++
 		d.c.cfg.Metrics.Counted(d.req.Activity, a.Result.OK)
 	}
 	d.results.add(a.Item, a.Result)
@@ -373,6 +375,8 @@ func (d *driver) checkpoint(ctx context.Context) error {
 		}
 		if err == nil {
 			d.rev = rev
+			d.c.cfg.Metrics.Checkpointed(d.unsaved)
+			d.unsaved = 0
 		}
 		return err
 	})

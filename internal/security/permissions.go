@@ -186,9 +186,6 @@ func Permissions(o Options) (map[Role]Permission, error) {
 	}
 	coord.Subscribe = append(coord.Subscribe,
 		n.PokeAll(),
-		// Results as workers publish them: a doorbell telling the driver
-		// of a small batch when to read its stored results.
-		n.ResultAll(),
 		o.InboxPrefix(Coordinator)+".>",
 	)
 	coord.Responses = &Responses{MaxMsgs: 1, Expires: o.ResponseExpiry}

@@ -233,11 +233,17 @@ func resultsStream(n messages.Names, cfg Config) jetstream.StreamConfig {
 		Discard:              jetstream.DiscardNew,
 		DiscardNewPerSubject: true,
 		MaxAge:               cfg.Retention,
-		// A coordinator reads a small batch's results with batch direct
-		// gets instead of creating a consumer per batch.
+		// Each running batch reads its results with a consumer of its own:
+		// far more than the server's default of 1,000 per stream may run.
+		MaxConsumers: MaxResultReaders,
+		// Items' and steps' results are looked up by subject.
 		AllowDirect: true,
 	}
 }
+
+// MaxResultReaders is the results stream's limit of consumers: of batches
+// running at once, across all coordinators.
+const MaxResultReaders = 100_000
 
 // ReaderIdle is the inactive threshold of the short-lived ordered
 // consumers fanout creates (a batch's results reader, a client's wait):

@@ -49,3 +49,38 @@ func TestCoordinatorAndWorkersCreateStreamsTogether(t *testing.T) {
 		}
 	}
 }
+
+// The results stream holds a consumer per running batch: more than the
+// server's default limit of 1,000 consumers per stream.
+func TestResultsStreamHoldsAReaderPerBatch(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	js, err := jetstream.New(env.Connect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := messages.MustNames("")
+	stores, err := topology.Ensure(ctx, js, n, topology.Config{Update: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1_100)
+	for g := range 10 {
+		wg.Go(func() {
+			for i := g; i < 1_100; i += 10 {
+				if _, err := stores.Results.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: n.ResultBatchFilter(fmt.Sprintf("b%d", i))}); err != nil {
+					errs <- fmt.Errorf("consumer %d: %w", i+1, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
