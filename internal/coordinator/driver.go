@@ -26,10 +26,10 @@ type driver struct {
 	c     *Coordinator
 	batch string
 	log   zerolog.Logger
-	tok   jetstream.Msg
+	lease jetstream.Msg // the batch's token, held un-acked while it runs
 	pokes chan struct{}
 
-	req   messages.BatchRequest
+	token // the batch's accepted request, from its token
 	m     *aggregate.Batch
 	rev   uint64 // of the state last read or written
 	epoch uint64
@@ -69,7 +69,7 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 		c.log.Warn().Err(err).Str("batch_id", batch).Msg("token without metadata")
 		return
 	}
-	d := &driver{c: c, batch: batch, tok: tok, log: c.log.With().Str("batch_id", batch).Logger(), pokes: make(chan struct{}, 1)}
+	d := &driver{c: c, batch: batch, lease: tok, log: c.log.With().Str("batch_id", batch).Logger(), pokes: make(chan struct{}, 1)}
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	defer stopHeartbeat()
 	go d.heartbeat(hbCtx)
@@ -107,7 +107,7 @@ func (d *driver) heartbeat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := d.tok.InProgress(); err != nil {
+			if err := d.lease.InProgress(); err != nil {
 				d.log.Warn().Err(err).Msg("token heartbeat")
 			}
 		}
@@ -119,13 +119,12 @@ func (d *driver) heartbeat(ctx context.Context) {
 // a compare-and-set, and a driver that loses one and finds a newer epoch
 // stops).
 func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
-	tok, err := decodeToken(d.batch, d.tok.Data(), d.tok.Headers(), meta.Sequence.Stream, meta.Timestamp)
+	tok, err := decodeToken(d.batch, d.lease.Data(), d.lease.Headers(), meta.Sequence.Stream, meta.Timestamp)
 	if err != nil {
 		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
-		_ = d.tok.TermWithReason("batch request unreadable")
+		_ = d.lease.TermWithReason("batch request unreadable")
 		return errSettled
 	}
-	d.req = tok.req
 	if tok.total < 0 { // a token of an older coordinator: count the items_ref
 		n, e := d.c.countItems(ctx, tok.req.ItemsRef)
 		if e != nil {
@@ -133,10 +132,11 @@ func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 		}
 		tok.total = n
 	}
+	d.token = *tok
 	st, rev, err := d.claim(ctx, tok, meta.NumDelivered)
 	if errors.Is(err, errDuplicateToken) {
 		d.log.Warn().Uint64("token_seq", tok.seq).Msg("removing a duplicate batch token")
-		_ = d.tok.TermWithReason("duplicate batch token")
+		_ = d.lease.TermWithReason("duplicate batch token")
 		return errSettled
 	} else if err != nil {
 		return err
@@ -199,7 +199,7 @@ func (c *Coordinator) machineConfig() aggregate.Config {
 // requests and lost ownership), a poke (a request changed the state), its
 // deadline, and the coordinator's stop.
 func (d *driver) run(ctx context.Context) error {
-	d.reader = d.c.readResults(d.batch)
+	d.reader = d.c.readResults(d.batch, d.after)
 	d.results = d.newResults(d.m.State().Total)
 	d.feed(aggregate.Started{})
 	tick := time.NewTicker(d.c.cfg.CheckpointInterval)
@@ -429,7 +429,7 @@ func (d *driver) release() {
 	d.c.cfg.Metrics.BatchFinished(string(st.Status))
 	d.log.Info().Str("status", string(st.Status)).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
 		Int("total", st.Total).Str("reason", st.Reason).Msg("batch finished")
-	if err := d.tok.Ack(); err != nil {
+	if err := d.lease.Ack(); err != nil {
 		d.log.Warn().Err(err).Msg("release batch token")
 	}
 	d.released = true

@@ -93,7 +93,7 @@ func (a *resultsAssembly) abort() {
 func (d *driver) restartResults() {
 	d.reader.stop()
 	d.results.abort()
-	d.reader, d.readSeq = d.c.readResults(d.batch), 0
+	d.reader, d.readSeq = d.c.readResults(d.batch, d.after), 0
 	d.results = d.newResults(d.m.State().Total)
 }
 

@@ -23,7 +23,7 @@ type resultMsg struct {
 
 // resultsReader yields a batch's messages in the results stream (item
 // results, step results, unpack requests) in stream order, from the
-// stream's start: the counts come from the checkpoint, and the messages up
+// batch's start: the counts come from the checkpoint, and the messages up
 // to it rebuild the results the aggregate carries. It is an ordered
 // consumer, which the server feeds in stream order and the client restarts
 // from where it was after a gap. Its creation is a round trip, made in the
@@ -37,12 +37,17 @@ type resultsReader struct {
 	stop    func() // safe to call twice
 }
 
-// readResults starts reading a batch's results.
-func (c *Coordinator) readResults(batch string) *resultsReader {
+// readResults starts reading a batch's results stored after sequence
+// after (0: all of them).
+func (c *Coordinator) readResults(batch string, after uint64) *resultsReader {
 	r := &resultsReader{in: make(chan resultMsg, 1024), stopped: make(chan struct{})}
 	r.stop = sync.OnceFunc(func() { close(r.stopped) })
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{c.names.ResultBatchFilter(batch)}, InactiveThreshold: topology.ReaderIdle}
+	if after > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
+	}
 	go func() {
-		if err := c.consumeResults(r, batch); err != nil {
+		if err := c.consumeResults(r, cfg); err != nil {
 			r.err = fmt.Errorf("results consumer: %w", err)
 			close(r.in) // nothing sends on it
 		}
@@ -52,13 +57,10 @@ func (c *Coordinator) readResults(batch string) *resultsReader {
 
 // consumeResults makes the reader's consumer and returns once it runs;
 // the consumer is deleted when the reader stops.
-func (c *Coordinator) consumeResults(r *resultsReader, batch string) error {
+func (c *Coordinator) consumeResults(r *resultsReader, cfg jetstream.OrderedConsumerConfig) error {
 	ctx, cancel := context.WithTimeout(c.runCtx, 30*time.Second)
 	defer cancel()
-	cons, err := c.stores.Results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    []string{c.names.ResultBatchFilter(batch)},
-		InactiveThreshold: topology.ReaderIdle,
-	})
+	cons, err := c.stores.Results.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -72,7 +74,7 @@ func (c *Coordinator) consumeResults(r *resultsReader, batch string) error {
 		case <-r.stopped:
 		}
 	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		c.log.Debug().Err(err).Str("batch_id", batch).Msg("results consumer")
+		c.log.Debug().Err(err).Strs("filter", cfg.FilterSubjects).Msg("results consumer")
 	}))
 	if err != nil {
 		return err

@@ -98,7 +98,11 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if int64(len(body)) > c.nc.MaxPayload() {
 		return nil, messages.Errorf(messages.CodeTooLarge, "the batch is %d bytes once stored, over the server's max_payload of %d; send fewer or smaller items", len(body), c.nc.MaxPayload())
 	}
-	ack, err := c.publishToken(ctx, &req, body, total)
+	tok := &token{req: req, total: total, time: time.Now()}
+	if tok.after, err = c.resultsAfter(ctx); err != nil {
+		return nil, unavailable(err)
+	}
+	ack, err := c.publishToken(ctx, tok, body)
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		// A concurrent submit of the same id stored its token first.
 		return c.existing(ctx, req.ID)
@@ -109,7 +113,8 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	// The state too, so that the batch is listed from the reply on, with
 	// epoch 1: that of the token's first driver, which may have made the
 	// state already.
-	st := (&token{req: req, total: total, seq: ack.Sequence, time: time.Now()}).state()
+	tok.seq = ack.Sequence
+	st := tok.state()
 	st.Epoch = 1
 	if _, err := c.state.create(ctx, st); err != nil && !errors.Is(err, errExists) {
 		return nil, unavailable(err)

@@ -18,22 +18,49 @@ import (
 // the state is made from it.
 
 // totalHeader carries the batch's item count on its token (counted at
-// accept for items_ref).
-const totalHeader = "Fanout-Total"
+// accept for items_ref); afterHeader, on a memory-stored results stream,
+// the results stream's last sequence when the batch was accepted.
+const (
+	totalHeader = "Fanout-Total"
+	afterHeader = "Fanout-Results-After"
+)
 
 type token struct {
 	req   messages.BatchRequest
 	total int // -1: not recorded (a token of an older coordinator)
 	seq   uint64
 	time  time.Time
+	// after: every result of the batch is stored after this results
+	// stream sequence. A memory store looks for a batch's first result by
+	// scanning every message from where its reader starts (a file store
+	// asks its per-subject index): readers start there, not at the
+	// stream's start. With 1,000,000 results kept, a 10-item batch took
+	// 424 ms from the start. 0: from the start.
+	after uint64
 }
 
 // publishToken stores an accepted request's token.
-func (c *Coordinator) publishToken(ctx context.Context, req *messages.BatchRequest, body []byte, total int) (*jetstream.PubAck, error) {
-	msg := nats.NewMsg(c.names.Token(req.ID))
+func (c *Coordinator) publishToken(ctx context.Context, t *token, body []byte) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(c.names.Token(t.req.ID))
 	msg.Data = body
-	msg.Header.Set(totalHeader, strconv.Itoa(total))
-	return c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(messages.TokenMsgID(req.ID)))
+	msg.Header.Set(totalHeader, strconv.Itoa(t.total))
+	if t.after > 0 {
+		msg.Header.Set(afterHeader, strconv.FormatUint(t.after, 10))
+	}
+	return c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(messages.TokenMsgID(t.req.ID)))
+}
+
+// resultsAfter is the results stream's last sequence on a memory-stored
+// stream (see token.after), 0 on a file-stored one.
+func (c *Coordinator) resultsAfter(ctx context.Context) (uint64, error) {
+	if info := c.stores.Results.CachedInfo(); info == nil || info.Config.Storage != jetstream.MemoryStorage {
+		return 0, nil
+	}
+	info, err := c.stores.Results.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.LastSeq, nil
 }
 
 // decodeToken reads a token stored at sequence seq and time t.
@@ -50,6 +77,7 @@ func decodeToken(batch string, data []byte, h nats.Header, seq uint64, t time.Ti
 	} else if tok.req.ItemsRef == nil {
 		tok.total = len(tok.req.Items)
 	}
+	tok.after, _ = strconv.ParseUint(h.Get(afterHeader), 10, 64)
 	return tok, nil
 }
 

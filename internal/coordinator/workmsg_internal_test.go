@@ -19,7 +19,7 @@ func TestWorkMessages(t *testing.T) {
 	items := []json.RawMessage{json.RawMessage(`{"a":1}`), json.RawMessage(`"x"`), json.RawMessage(`null`), json.RawMessage(`[1,2]`)}
 	c := &Coordinator{names: messages.MustNames(""), cfg: Config{}.withDefaults()}
 	st := messages.BatchState{BatchID: "b-1", Activity: "act_1", Total: len(items), Options: opts}
-	d := &driver{c: c, batch: "b-1", req: messages.BatchRequest{ID: "b-1", Activity: "act_1"},
+	d := &driver{c: c, batch: "b-1", token: token{req: messages.BatchRequest{ID: "b-1", Activity: "act_1"}},
 		m: aggregate.New(aggregate.Config{}, st, false), items: inlineItems(items)}
 	for _, tc := range []struct {
 		from, to, attempt int
