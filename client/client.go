@@ -184,20 +184,12 @@ func (c *Client) Submit(ctx context.Context, req BatchRequest) (*SubmitReply, er
 // Status returns a batch's progress; an *Error with CodeNotFound if there
 // is no such batch.
 func (c *Client) Status(ctx context.Context, batchID string) (*Progress, error) {
-	var p Progress
-	if err := c.request(ctx, c.names.Status(), messages.BatchRef{BatchID: batchID}, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
+	return call[Progress](ctx, c, c.names.Status(), messages.BatchRef{BatchID: batchID})
 }
 
 // Cancel ends a running batch and returns its state after the cancel.
 func (c *Client) Cancel(ctx context.Context, batchID string) (*Progress, error) {
-	var p Progress
-	if err := c.request(ctx, c.names.Cancel(), messages.BatchRef{BatchID: batchID}, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
+	return call[Progress](ctx, c, c.names.Cancel(), messages.BatchRef{BatchID: batchID})
 }
 
 // OptionsUpdate holds the options Update can change; nil fields stay.
@@ -206,22 +198,23 @@ type OptionsUpdate = messages.OptionsUpdate
 // Update changes max_in_flight and the failure policy and thresholds of a
 // running batch, and returns its state with the options now in force.
 func (c *Client) Update(ctx context.Context, batchID string, opts OptionsUpdate) (*Progress, error) {
-	var p Progress
-	if err := c.request(ctx, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Options: opts}, &p); err != nil {
-		return nil, err
-	}
-	return &p, nil
+	return call[Progress](ctx, c, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Options: opts})
 }
 
 // Redrive runs the failed and not-run items of a finished batch again, as a
 // new batch whose aggregate's redrive_of maps its items to the old ones.
 // newID is the new batch's optional idempotency key.
 func (c *Client) Redrive(ctx context.Context, batchID, newID string) (*SubmitReply, error) {
-	var r SubmitReply
-	if err := c.request(ctx, c.names.Redrive(), messages.RedriveRequest{BatchID: batchID, ID: newID}, &r); err != nil {
+	return call[SubmitReply](ctx, c, c.names.Redrive(), messages.RedriveRequest{BatchID: batchID, ID: newID})
+}
+
+// call sends a request and returns its decoded reply.
+func call[T any](ctx context.Context, c *Client, subject string, body any) (*T, error) {
+	var out T
+	if err := c.request(ctx, subject, body, &out); err != nil {
 		return nil, err
 	}
-	return &r, nil
+	return &out, nil
 }
 
 // Wait blocks until the batch's aggregate is published and returns it, with

@@ -44,9 +44,14 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 			states = states[:limit]
 		}
 	}
-	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", func(v []byte) {
+	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", true, func(v []byte) {
 		var st messages.BatchState
 		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
+			return
+		}
+		// A batch written again while listed comes again: keep the newer.
+		if i := slices.IndexFunc(states, func(o *messages.BatchState) bool { return o.BatchID == st.BatchID }); i >= 0 {
+			states[i] = &st
 			return
 		}
 		states = append(states, &st)
@@ -77,9 +82,15 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 }
 
 // eachValue calls fn with every current value of a KV bucket (none if the
-// bucket does not exist yet), reading them with one watch. openHint is
-// added to the error of opening the bucket.
-func (c *Client) eachValue(ctx context.Context, bucket, openHint string, fn func([]byte)) error {
+// bucket does not exist yet), reading them with one watch; a value written
+// while it reads may come twice. openHint is added to the error of opening
+// the bucket.
+//
+// The watch's end of the current values can come early while keys are
+// written (the pending count it is told from is not monotonic). With
+// everyKey, for a bucket of one value per key that deletes none, the read
+// goes on until it has seen as many keys as the bucket holds.
+func (c *Client) eachValue(ctx context.Context, bucket, openHint string, everyKey bool, fn func([]byte)) error {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	kv, err := c.js.KeyValue(ctx, bucket)
@@ -94,18 +105,40 @@ func (c *Client) eachValue(ctx context.Context, bucket, openHint string, fn func
 		return fmt.Errorf("read bucket %s: %w", bucket, err)
 	}
 	defer func() { _ = watch.Stop() }()
+	seen := map[string]struct{}{}
+	ended := false
+	// Once ended, a key still missing is waited for at most this long (a
+	// deleted one would never come).
+	var idle <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
+		case <-idle:
+			return nil
 		case e, ok := <-watch.Updates():
 			if !ok {
 				return fmt.Errorf("read bucket %s: the watch ended early", bucket)
 			}
-			if e == nil { // every current value has been delivered
+			if e != nil {
+				seen[e.Key()] = struct{}{}
+				fn(e.Value())
+			}
+			ended = ended || e == nil
+			if !ended {
+				continue
+			}
+			if !everyKey {
 				return nil
 			}
-			fn(e.Value())
+			st, err := kv.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("read bucket %s: %w", bucket, err)
+			}
+			if uint64(len(seen)) >= st.Values() {
+				return nil
+			}
+			idle = time.After(time.Second)
 		}
 	}
 }

@@ -30,7 +30,7 @@ func TestList(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(all) != 4 {
-		t.Fatalf("%d batches, want 4", len(all))
+		t.Fatalf("%d batches, want 4: %+v; ids %v", len(all), all, ids)
 	}
 	for i, b := range all {
 		want := ids[3-i]

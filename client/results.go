@@ -62,17 +62,12 @@ func (c *Client) finalAggregate(ctx context.Context, batchID string) (*Aggregate
 	if !messages.ValidToken(batchID) {
 		return nil, messages.Errorf(messages.CodeInvalidRequest, "batch_id: %q is not a batch id", batchID)
 	}
-	stream, err := c.js.Stream(ctx, c.names.DoneStream())
-	if err == nil {
-		msg, err := stream.GetLastMsgForSubject(ctx, c.names.Done(batchID))
-		if err == nil {
-			return decodeAggregate(batchID, msg.Data)
-		}
-		if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
-		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
+	data, err := c.storedAggregate(ctx, batchID)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	if data != nil {
+		return decodeAggregate(batchID, data)
 	}
 	// No aggregate yet: ask whether the batch exists before waiting for it.
 	if _, err := c.Status(ctx, batchID); err != nil {

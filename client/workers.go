@@ -20,7 +20,7 @@ type WorkerPresence = messages.WorkerPresence
 // it was written.
 func (c *Client) Workers(ctx context.Context) ([]WorkerPresence, error) {
 	var out []WorkerPresence
-	err := c.eachValue(ctx, c.names.WorkersBucket(), "", func(v []byte) {
+	err := c.eachValue(ctx, c.names.WorkersBucket(), "", false, func(v []byte) {
 		var p WorkerPresence
 		if json.Unmarshal(v, &p) == nil && p.Name != "" {
 			out = append(out, p)

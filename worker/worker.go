@@ -36,7 +36,6 @@ type Worker struct {
 	jobs     chan job        // held messages on their way to the slot goroutines
 	inUse    atomic.Int32    // slots running a work message
 	running  sync.WaitGroup  // the slot goroutines
-	runners  runners         // goroutines that run handlers (attempt.Call)
 	acks     chan pendingAck // settled work waiting for its results' acks
 	acksDone chan struct{}
 	blobsMu  sync.Mutex
@@ -145,7 +144,6 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.acksDone = make(chan struct{})
 	go w.ackLoop()
 	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
-	w.runners = runners{jobs: make(chan func()), quit: make(chan struct{})}
 	prefetch := w.cfg.prefetch
 	if prefetch == 0 {
 		prefetch = w.cfg.concurrency
@@ -202,7 +200,6 @@ func (w *Worker) abortStart() {
 	w.running.Wait()
 	close(w.acks)
 	<-w.acksDone
-	close(w.runners.quit)
 	w.cancelHandler()
 }
 
@@ -240,7 +237,6 @@ func (w *Worker) Stop(ctx context.Context) error {
 			w.running.Wait()
 			close(w.acks) // nothing settles any more
 			<-w.acksDone
-			close(w.runners.quit)
 			close(done)
 		}()
 		timeout := time.NewTimer(w.cfg.shutdownTimeout)
@@ -296,9 +292,8 @@ type job struct {
 }
 
 // slot runs work messages one at a time until Stop. The slots are
-// long-lived goroutines rather than one per message: a fresh goroutine's
-// small stack had to grow for every item (JSON encoders use deep frames),
-// which was the largest CPU cost of the worker.
+// long-lived goroutines rather than one per message, whose small stack
+// would grow again for every item (JSON encoders use deep frames).
 func (w *Worker) slot() {
 	defer w.running.Done()
 	for j := range w.jobs {
@@ -323,7 +318,7 @@ func (w *Worker) slot() {
 // published then an ack, or a nak for a retry.
 func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbeat func()) {
 	defer stopHeartbeat()
-	delivered, err := numDelivered(msg)
+	meta, err := msg.Metadata()
 	if err != nil {
 		w.log.Warn().Err(err).Msg("work message without metadata")
 		return
@@ -340,6 +335,7 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 		return
 	}
 	log := w.log.With().Str("batch_id", wm.BatchID).Int("item", items[0].Item).Logger()
+	delivered := meta.NumDelivered
 	attempt := int(delivered) + max(wm.Attempt, 1) - 1
 	maxAttempts := max(wm.MaxAttempts, 1)
 	results := make([]messages.ResultMessage, 0, len(items))
@@ -423,7 +419,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	input, err := w.claimInput(ctx, it)
 	var out json.RawMessage
 	if err == nil {
-		out, err = attempt.Call(ctx, h.Handle, input, timeout, w.runners.do)
+		out, err = attempt.Call(ctx, h.Handle, input, timeout)
 	}
 	if err == nil && len(out) > w.cfg.claimCheck && messages.Valid(out) {
 		var ref *messages.ObjectRef
@@ -522,34 +518,6 @@ func backoff(ms []int64, attempt int) time.Duration {
 	}
 	i := min(max(attempt, 1), len(ms)) - 1
 	return time.Duration(ms[i]) * time.Millisecond
-}
-
-// runners is a pool of goroutines that run handlers for attempt.Call: an
-// idle one takes the next, else a new one starts. Reused goroutines keep
-// their grown stacks (see slot). A runner stuck in a hung handler is simply
-// not idle; the rest end when quit is closed.
-type runners struct {
-	jobs chan func()
-	quit chan struct{}
-}
-
-func (r *runners) do(fn func()) {
-	select {
-	case r.jobs <- fn:
-	default:
-		go r.loop(fn)
-	}
-}
-
-func (r *runners) loop(fn func()) {
-	for {
-		fn()
-		select {
-		case fn = <-r.jobs:
-		case <-r.quit:
-			return
-		}
-	}
 }
 
 // heartbeat tells the server the item is still being worked on, so that a

@@ -16,7 +16,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/messages"
-	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // Connection is how to reach NATS. The variables are the ones the nats
@@ -109,20 +108,6 @@ func (f *Flags) Duration(p *time.Duration, name, env string, def time.Duration, 
 		}
 	}
 	f.FS.DurationVar(p, name, v, usage+" ($"+env+")")
-}
-
-// Bool registers a bool flag with an environment variable.
-func (f *Flags) Bool(p *bool, name, env string, def bool, usage string) {
-	v := def
-	if s := Env(env, ""); s != "" {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			f.errs = append(f.errs, fmt.Sprintf("$%s=%q: not true or false", env, s))
-		} else {
-			v = b
-		}
-	}
-	f.FS.BoolVar(p, name, v, usage+" ($"+env+")")
 }
 
 // Parse parses args with a standard library FlagSet and reports bad
@@ -282,6 +267,3 @@ func ParseLimits(s string) (map[string]int, error) {
 	}
 	return out, nil
 }
-
-// Drain is topology.Drain.
-func Drain(nc *nats.Conn, timeout time.Duration) { topology.Drain(nc, timeout) }

@@ -6,6 +6,7 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,54 +94,27 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.URL == "" {
-		c.URL = nats.DefaultURL
-	}
-	if c.Prefix == "" {
-		c.Prefix = messages.DefaultPrefix
-	}
 	if c.Name == "" {
 		host, _ := os.Hostname()
 		c.Name = host + "-" + uuid.NewString()[:8]
 	}
-	if c.Lease == 0 {
-		c.Lease = 10 * time.Second
-	}
-	if c.MaxBatches == 0 {
-		c.MaxBatches = 1000
-	}
-	if c.MaxItems == 0 {
-		c.MaxItems = 1_000_000
-	}
-	if c.CheckpointInterval == 0 {
-		c.CheckpointInterval = 100 * time.Millisecond
-	}
-	if c.CheckpointEvery == 0 {
-		c.CheckpointEvery = 1000
-	}
-	if c.ProgressInterval == 0 {
-		c.ProgressInterval = 250 * time.Millisecond
-	}
-	if c.PublishAckTimeout == 0 {
-		c.PublishAckTimeout = 10 * time.Second
-	}
-	if c.InMemoryResults == 0 {
-		c.InMemoryResults = 10_000
-	}
-	if c.ClaimCheckBytes == 0 {
-		c.ClaimCheckBytes = messages.ClaimCheckBytes
-	}
-	if c.AutoPack == 0 {
-		c.AutoPack = aggregate.DefaultAutoPack
-	}
+	c.URL = cmp.Or(c.URL, nats.DefaultURL)
+	c.Prefix = cmp.Or(c.Prefix, messages.DefaultPrefix)
+	c.Lease = cmp.Or(c.Lease, 10*time.Second)
+	c.MaxBatches = cmp.Or(c.MaxBatches, 1000)
+	c.MaxItems = cmp.Or(c.MaxItems, 1_000_000)
+	c.CheckpointInterval = cmp.Or(c.CheckpointInterval, 100*time.Millisecond)
+	c.CheckpointEvery = cmp.Or(c.CheckpointEvery, 1000)
+	c.ProgressInterval = cmp.Or(c.ProgressInterval, 250*time.Millisecond)
+	c.PublishAckTimeout = cmp.Or(c.PublishAckTimeout, 10*time.Second)
+	c.InMemoryResults = cmp.Or(c.InMemoryResults, 10_000)
+	c.ClaimCheckBytes = cmp.Or(c.ClaimCheckBytes, messages.ClaimCheckBytes)
+	c.AutoPack = cmp.Or(c.AutoPack, aggregate.DefaultAutoPack)
 	return c
 }
 
 func (c Config) retention() time.Duration {
-	if c.Topology.Retention == 0 {
-		return topology.DefaultRetention
-	}
-	return c.Topology.Retention
+	return cmp.Or(c.Topology.Retention, topology.DefaultRetention)
 }
 
 func (c Config) validate() error {

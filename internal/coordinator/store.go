@@ -75,26 +75,6 @@ func (s stateStore) update(ctx context.Context, st *messages.BatchState, rev uin
 	return nrev, nil
 }
 
-// modify applies fn to the current state and writes it back, retrying on
-// conflicts. fn may return an error to abort without writing.
-func (s stateStore) modify(ctx context.Context, batch string, fn func(*messages.BatchState) error) (*messages.BatchState, error) {
-	for {
-		st, rev, err := s.get(ctx, batch)
-		if err != nil {
-			return nil, err
-		}
-		if err := fn(st); err != nil {
-			return st, err
-		}
-		if _, err := s.update(ctx, st, rev); errors.Is(err, errConflict) {
-			continue
-		} else if err != nil {
-			return nil, err
-		}
-		return st, nil
-	}
-}
-
 // view returns a batch's state as every reader must see it: the state
 // made from its token until its first driver has saved one (revision 0:
 // an update creates it), settled.

@@ -57,20 +57,6 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
-// BackoffFor returns the delay before the attempt after attempt n (n >= 1).
-func BackoffFor(backoff []Duration, n int) time.Duration {
-	if len(backoff) == 0 {
-		return 0
-	}
-	if n < 1 {
-		n = 1
-	}
-	if n > len(backoff) {
-		n = len(backoff)
-	}
-	return backoff[n-1].Std()
-}
-
 // DecodeBatchRequest parses and validates a submit body. Options left out
 // are filled with their defaults. The error names the field at fault.
 func DecodeBatchRequest(data []byte, lim Limits) (BatchRequest, *Error) {

@@ -56,9 +56,6 @@ func Start(addr string, ready func() error, reg *prometheus.Registry) (*Server, 
 	return s, nil
 }
 
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
-
 // Stop shuts the server down.
 func (s *Server) Stop(ctx context.Context) {
 	if s != nil {

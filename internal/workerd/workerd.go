@@ -13,8 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/builtin"
-	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/observe"
+	"github.com/fanoutdev/fanout/internal/topology"
 	"github.com/fanoutdev/fanout/worker"
 )
 
@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", cfg.URL, err)
 	}
-	defer config.Drain(nc, 10*time.Second)
+	defer topology.Drain(nc, 10*time.Second)
 	reg := observe.NewRegistry()
 	if cfg.Observer == nil {
 		cfg.Observer = observe.NewWorkerMetrics(reg, max(cfg.Concurrency, 1))

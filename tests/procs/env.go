@@ -163,15 +163,6 @@ func (e *Env) Worker(args ...string) *Proc {
 	return p
 }
 
-// WorkerEnv is Worker with variables added to the worker's environment
-// (see StartWorkerEnv).
-func (e *Env) WorkerEnv(env []string, args ...string) *Proc {
-	e.T.Helper()
-	p := e.StartWorkerEnv(env, args...)
-	e.WaitWorkerReady(p)
-	return p
-}
-
 // WaitWorkerReady waits for p's "worker started" log line (it consumes
 // from then on), then checks that the work consumer "work-<activity>" of
 // each activity it serves exists on stream FANOUT_WORK.
