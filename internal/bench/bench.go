@@ -67,7 +67,7 @@ type Config struct {
 	// the median. Runs of raw and fanout are interleaved so that drift of
 	// the machine hits both. Default 3.
 	Runs int
-	// LatencyBatches of LatencyItems items each measure (d). Defaults 50
+	// LatencyBatches of LatencyItems items each measure (d). Defaults 200
 	// and 10.
 	LatencyBatches int
 	LatencyItems   int
@@ -144,7 +144,7 @@ func (c Config) withDefaults() Config {
 		c.Runs = 3
 	}
 	if c.LatencyBatches == 0 {
-		c.LatencyBatches = 50
+		c.LatencyBatches = 200
 	}
 	if c.LatencyItems == 0 {
 		c.LatencyItems = 10

@@ -102,7 +102,7 @@ goes to stdout, progress to stderr, everything to the --json file.`,
 	f.IntVar(&cfg.ItemSize, "item-size", 100, "bytes of JSON per item input")
 	f.StringVar(&sizes, "n", "10k,100k", "batch sizes of (a), (b) and (c), comma separated (k and M suffixes allowed)")
 	f.IntVar(&cfg.Runs, "runs", 3, "runs of each throughput measurement (the table shows the median)")
-	f.IntVar(&cfg.LatencyBatches, "latency-batches", 50, "batches measured for (d)")
+	f.IntVar(&cfg.LatencyBatches, "latency-batches", 200, "batches measured for (d)")
 	f.IntVar(&cfg.LatencyItems, "latency-items", 10, "items per batch for (d)")
 	f.StringVar(&memSize, "mem-n", "100k,1M", `batch sizes of (f), or "none"`)
 	f.StringVar(&coordinatorBin, "coordinator-bin", "", "coordinator binary for (f), e.g. a build of cmd/coordinator (default: this program; only it reports its heap)")
