@@ -299,13 +299,14 @@ func (b *Batch) decide(now time.Time) {
 		return
 	}
 	st := &b.st
+	failed := FailureExceeded(st)
 	switch {
 	case st.CancelRequested:
 		b.finish(now, messages.StatusCanceled, "canceled by request")
 	case !b.inItems():
 		b.checkDeadline(now)
-	case b.failureExceeded() != "":
-		b.finish(now, messages.StatusFailed, b.failureExceeded())
+	case failed != "":
+		b.finish(now, messages.StatusFailed, failed)
 	case b.done() >= st.Total && b.reduce:
 		st.Phase = messages.PhaseReduce
 		b.checkpoint() // the phase, so that a later driver runs the step
@@ -344,8 +345,6 @@ func FailureExceeded(st *messages.BatchState) string {
 	}
 	return ""
 }
-
-func (b *Batch) failureExceeded() string { return FailureExceeded(&b.st) }
 
 // finish decides the final status and ends the batch.
 func (b *Batch) finish(now time.Time, status messages.Status, reason string) {
