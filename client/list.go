@@ -39,7 +39,9 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 	}
 	var states []*messages.BatchState
 	trim := func() {
-		slices.SortFunc(states, newestFirst)
+		states = latestOf(states)
+		// Stable: a batch's two states keep their order for the next trim.
+		slices.SortStableFunc(states, newestFirst)
 		if limit > 0 && len(states) > limit {
 			states = states[:limit]
 		}
@@ -47,11 +49,6 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", true, func(v []byte) {
 		var st messages.BatchState
 		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
-			return
-		}
-		// A batch written again while listed comes again: keep the newer.
-		if i := slices.IndexFunc(states, func(o *messages.BatchState) bool { return o.BatchID == st.BatchID }); i >= 0 {
-			states[i] = &st
 			return
 		}
 		states = append(states, &st)
@@ -79,6 +76,22 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 		out = append(out, st.ProgressWithOptions(now))
 	}
 	return out, nil
+}
+
+// latestOf keeps the last of each batch's states (a batch written again
+// while listed comes twice, the newer after the older).
+func latestOf(states []*messages.BatchState) []*messages.BatchState {
+	at := make(map[string]int, len(states))
+	out := states[:0]
+	for _, st := range states {
+		if i, ok := at[st.BatchID]; ok {
+			out[i] = st
+			continue
+		}
+		at[st.BatchID] = len(out)
+		out = append(out, st)
+	}
+	return out
 }
 
 // eachValue calls fn with every current value of a KV bucket (none if the
