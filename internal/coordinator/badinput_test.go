@@ -85,6 +85,9 @@ func TestBadSubmitsAreAnsweredAndHarmless(t *testing.T) {
 		{"reduce step of an unknown activity", `{"activity":"echo","items":[1],"reduce":{"activity":"no_such_reduce"}}`, client.CodeUnknownActivity},
 		{"source step without an activity", `{"activity":"echo","source":{"input":1}}`, client.CodeInvalidRequest},
 		{"items and a source", `{"activity":"echo","items":[1],"source":{"activity":"echo"}}`, client.CodeInvalidRequest},
+		{"an item nested too deep", `{"activity":"echo","items":[` + strings.Repeat("[", messages.MaxValueDepth+1) + strings.Repeat("]", messages.MaxValueDepth+1) + `]}`, client.CodeInvalidRequest},
+		{"items_ref in another bucket", `{"activity":"echo","items_ref":{"bucket":"OTHER","name":"items.jsonl"}}`, client.CodeInvalidRequest},
+		{"items_ref to a missing object", `{"activity":"echo","items_ref":{"name":"no-such-items.jsonl"}}`, client.CodeInvalidRequest},
 	}
 	for _, tc := range cases {
 		reply := rawRequest(t, env, names.Submit(), []byte(tc.body))

@@ -153,7 +153,8 @@ type Coordinator struct {
 	state   stateStore
 	limits  messages.Limits
 
-	activities sync.Map // activity name -> time it was last seen to exist
+	activities sync.Map      // activity name -> time it was last seen to exist
+	requests   chan struct{} // a slot per request being handled
 
 	mu      sync.Mutex
 	drivers map[string]*driver
@@ -181,9 +182,10 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{
 		cfg: cfg, names: names,
-		log:     cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
-		drivers: map[string]*driver{},
-		stopped: make(chan struct{}),
+		log:      cfg.Logger.With().Str("component", "coordinator").Str("coordinator", cfg.Name).Logger(),
+		drivers:  map[string]*driver{},
+		requests: make(chan struct{}, maxRequests),
+		stopped:  make(chan struct{}),
 	}
 	c.keeper.every.Store(int64(keeperEvery))
 	return c, nil
@@ -302,7 +304,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.names.Update():  c.handleUpdate,
 		c.names.Redrive(): c.handleRedrive,
 	} {
-		sub, err := c.nc.QueueSubscribe(subj, c.names.CoordinatorQueue(), h)
+		sub, err := c.nc.QueueSubscribe(subj, c.names.CoordinatorQueue(), c.concurrently(h))
 		if err != nil {
 			return c.fail(err)
 		}
@@ -386,8 +388,12 @@ func (c *Coordinator) Stop(ctx context.Context) error {
 		go func() { c.wg.Wait(); close(done) }()
 		select {
 		case <-done:
+			err = c.awaitRequests(ctx)
 		case <-ctx.Done():
-			err = fmt.Errorf("coordinator stop: %w", ctx.Err())
+			err = ctx.Err()
+		}
+		if err != nil {
+			err = fmt.Errorf("coordinator stop: %w", err)
 		}
 		if c.ownConn {
 			topology.Drain(c.nc, 10*time.Second)
@@ -412,6 +418,39 @@ func (c *Coordinator) unregister(d *driver) {
 		delete(c.drivers, d.batch)
 	}
 	c.mu.Unlock()
+}
+
+// maxRequests is how many requests a coordinator handles at once. A
+// request waits for JetStream (up to requestTimeout): handled one at a
+// time, a few slow ones would hold up every other submit.
+const maxRequests = 64
+
+// concurrently runs h on its own goroutine, at most maxRequests at once;
+// requests beyond that wait in the subscription's buffer.
+func (c *Coordinator) concurrently(h nats.MsgHandler) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		select {
+		case c.requests <- struct{}{}:
+		case <-c.runCtx.Done():
+			return
+		}
+		go func() {
+			defer func() { <-c.requests }()
+			h(m)
+		}()
+	}
+}
+
+// awaitRequests waits until no request is being handled.
+func (c *Coordinator) awaitRequests(ctx context.Context) error {
+	for range cap(c.requests) {
+		select {
+		case c.requests <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (c *Coordinator) handlePoke(m *nats.Msg) {

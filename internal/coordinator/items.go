@@ -190,6 +190,11 @@ func (r *itemReader) closeReader() {
 // countItems reads a JSON Lines items object once, checking every line,
 // and returns how many items it holds.
 func (c *Coordinator) countItems(ctx context.Context, ref *messages.ObjectRef) (int, *messages.Error) {
+	// Another bucket is one the coordinator may not read: its request
+	// would wait for a reply that never comes.
+	if ref.Bucket != "" && ref.Bucket != c.names.BlobBucket() {
+		return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref.bucket: %q is not this deployment's object store %s; upload the items there (or leave bucket out)", ref.Bucket, c.names.BlobBucket())
+	}
 	rc, _, err := objects.Open(ctx, c.js, c.bucketOf(ref), ref.Name)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref.bucket: no object store bucket %q", c.bucketOf(ref))
@@ -206,6 +211,9 @@ func (c *Coordinator) countItems(ctx context.Context, ref *messages.ObjectRef) (
 		if t := bytes.TrimSpace(b); len(t) > 0 {
 			if !json.Valid(t) {
 				return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref: line %d of %s is not JSON", line, ref.Name)
+			}
+			if d := messages.Depth(t); d > messages.MaxValueDepth {
+				return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref: line %d of %s is nested %d levels deep; items may nest at most %d levels", line, ref.Name, d, messages.MaxValueDepth)
 			}
 			n++
 			if n > c.cfg.MaxItems {

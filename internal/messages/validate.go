@@ -77,6 +77,9 @@ func DecodeBatchRequest(data []byte, lim Limits) (BatchRequest, *Error) {
 		case "activity":
 			err = decodeString(raw, &req.Activity)
 		case "items":
+			if d := Depth(raw) - 1; d > MaxValueDepth {
+				return req, Errorf(CodeInvalidRequest, "items: an item nested %d levels deep; items may nest at most %d levels", d, MaxValueDepth)
+			}
 			err = decodeItems(raw, &req.Items)
 		case "items_ref":
 			req.ItemsRef, e = decodeObjectRef(raw, "items_ref")
@@ -393,6 +396,9 @@ func decodeStep(raw json.RawMessage, name string) (*StepSpec, *Error) {
 				return nil, Errorf(CodeInvalidRequest, "%s.activity: %v", name, err)
 			}
 		case "input":
+			if e := checkDepth(v, name+".input"); e != nil {
+				return nil, e
+			}
 			s.Input = v
 		default:
 			return nil, Errorf(CodeInvalidRequest, "%s.%s: unknown field (known: activity, input)", name, k)
