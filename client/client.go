@@ -266,6 +266,9 @@ func (c *Client) claimOutput(ctx context.Context, r *ItemResult) error {
 		return fmt.Errorf("output of item %d: object store %s: %w", r.Item, r.OutputRef.Bucket, err)
 	}
 	b, err := obs.GetBytes(ctx, r.OutputRef.Name)
+	if err == nil {
+		err = objects.CheckBytes(r.OutputRef, b)
+	}
 	if err != nil {
 		return fmt.Errorf("output of item %d: object %s: %w", r.Item, r.OutputRef.Name, err)
 	}

@@ -48,8 +48,8 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 	}
 	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", true, func(v []byte) {
 		var st messages.BatchState
-		if json.Unmarshal(v, &st) != nil || st.BatchID == "" {
-			return
+		if json.Unmarshal(v, &st) != nil || st.BatchID == "" || st.Check(st.BatchID) != nil {
+			return // not a batch's state
 		}
 		states = append(states, &st)
 		if limit > 0 && len(states) >= 2*limit+64 {
@@ -64,12 +64,12 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 	out := make([]Progress, 0, len(states))
 	for _, st := range states {
 		if !st.Status.Final() {
-			data, err := c.storedAggregate(ctx, st.BatchID)
+			agg, err := c.storedAggregate(ctx, st.BatchID)
 			if err != nil {
 				return nil, err
 			}
-			var o aggregate.Outcome
-			if data != nil && messages.Decode(data, &o) == nil {
+			if agg != nil {
+				o := aggregate.OutcomeOf(agg)
 				o.Apply(st)
 			}
 		}

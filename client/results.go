@@ -62,12 +62,12 @@ func (c *Client) finalAggregate(ctx context.Context, batchID string) (*Aggregate
 	if !messages.ValidToken(batchID) {
 		return nil, messages.Errorf(messages.CodeInvalidRequest, "batch_id: %q is not a batch id", batchID)
 	}
-	data, err := c.storedAggregate(ctx, batchID)
+	agg, err := c.storedAggregate(ctx, batchID)
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, err
 	}
-	if data != nil {
-		return decodeAggregate(batchID, data)
+	if agg != nil {
+		return agg, nil
 	}
 	// No aggregate yet: ask whether the batch exists before waiting for it.
 	if _, err := c.Status(ctx, batchID); err != nil {
@@ -100,16 +100,18 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 	recheck := time.NewTimer(wait)
 	defer recheck.Stop()
 	for {
-		data, err := c.storedAggregate(ctx, batchID)
+		agg, err := c.storedAggregate(ctx, batchID)
 		if err != nil {
 			return nil, err
 		}
-		if data != nil {
-			return decodeAggregate(batchID, data)
+		if agg != nil {
+			return agg, nil
 		}
 		select {
 		case m := <-arrived:
-			return decodeAggregate(batchID, m.Data)
+			if agg := decodeAggregate(batchID, m.Data); agg != nil {
+				return agg, nil
+			}
 		case <-recheck.C:
 			wait = min(2*wait, 2*time.Second)
 			recheck.Reset(wait)
@@ -121,7 +123,7 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 
 // storedAggregate returns the batch's aggregate from the done stream, or
 // nil if it is not there yet.
-func (c *Client) storedAggregate(ctx context.Context, batchID string) ([]byte, error) {
+func (c *Client) storedAggregate(ctx context.Context, batchID string) (*Aggregate, error) {
 	done, err := c.doneStream(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
@@ -136,7 +138,7 @@ func (c *Client) storedAggregate(ctx context.Context, batchID string) ([]byte, e
 		}
 		return nil, fmt.Errorf("aggregate of %s: %w", batchID, err)
 	}
-	return msg.Data, nil
+	return decodeAggregate(batchID, msg.Data), nil
 }
 
 // doneStream looks up the done stream once per client.
@@ -154,10 +156,14 @@ func (c *Client) doneStream(ctx context.Context) (jetstream.Stream, error) {
 	return s, nil
 }
 
-func decodeAggregate(batchID string, data []byte) (*Aggregate, error) {
+// decodeAggregate returns the aggregate of batchID that data holds, or
+// nil if it holds none: whoever may publish on the done subject (or aim a
+// JetStream API reply at it) can put anything there, and the coordinator
+// publishes the batch's aggregate in its place.
+func decodeAggregate(batchID string, data []byte) *Aggregate {
 	var agg Aggregate
-	if err := messages.Decode(data, &agg); err != nil {
-		return nil, fmt.Errorf("decode aggregate of %s: %w", batchID, err)
+	if messages.Decode(data, &agg) != nil || agg.Check(batchID) != nil {
+		return nil
 	}
-	return &agg, nil
+	return &agg
 }

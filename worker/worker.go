@@ -16,6 +16,7 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/attempt"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/objects"
 	"github.com/fanoutdev/fanout/internal/topology"
 )
 
@@ -473,6 +474,9 @@ func (w *Worker) claimInput(ctx context.Context, it messages.WorkItem) (json.Raw
 		return nil, err
 	}
 	b, err := obs.GetBytes(ctx, it.InputRef.Name)
+	if err == nil {
+		err = objects.CheckBytes(it.InputRef, b)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("claim check: fetching input %s: %w", it.InputRef.Name, err)
 	}
@@ -494,7 +498,7 @@ func (w *Worker) claimOutput(ctx context.Context, wm *messages.WorkMessage, item
 	if err != nil {
 		return nil, fmt.Errorf("claim check: storing output: %w", err)
 	}
-	return &messages.ObjectRef{Bucket: bucket, Name: name, Size: info.Size}, nil
+	return &messages.ObjectRef{Bucket: bucket, Name: name, Size: info.Size, Digest: info.Digest}, nil
 }
 
 func (w *Worker) objectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {

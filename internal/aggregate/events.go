@@ -138,11 +138,25 @@ type Action struct {
 // is the outcome, and a state that does not say so yet is brought to it:
 // by the driver, and by every reader of the state.
 type Outcome struct {
+	BatchID    string          `json:"batch_id"`
 	Status     messages.Status `json:"status"`
 	Reason     string          `json:"reason,omitempty"`
+	Total      int             `json:"total"`
 	Succeeded  int             `json:"succeeded"`
 	Failed     int             `json:"failed"`
+	NotRun     int             `json:"not_run"`
 	FinishedAt time.Time       `json:"finished_at"`
+}
+
+// OutcomeOf is the outcome an aggregate decided.
+func OutcomeOf(a *messages.Aggregate) Outcome {
+	return Outcome{BatchID: a.BatchID, Status: a.Status, Reason: a.Reason, Total: a.Total,
+		Succeeded: a.Succeeded, Failed: a.Failed, NotRun: a.NotRun, FinishedAt: a.FinishedAt}
+}
+
+// Check reports why o is not the outcome of a final aggregate of batch.
+func (o *Outcome) Check(batch string) error {
+	return messages.CheckOutcome(batch, o.BatchID, o.Status, o.Total, o.Succeeded, o.Failed, o.NotRun)
 }
 
 // Apply makes st agree with the outcome.

@@ -270,7 +270,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err != nil {
 		return c.fail(err)
 	}
-	c.state = stateStore{kv: c.stores.Batches}
+	c.state = stateStore{kv: c.stores.Batches, ignore: c.ignore}
 	// Objects are written in 128 KiB chunks published async: through the
 	// main context (8,192 pending) a large aggregate would sit in memory
 	// whole while the server catches up. A small window bounds it.

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -121,7 +122,7 @@ func (d *driver) heartbeat(ctx context.Context) {
 func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 	tok, err := decodeToken(d.batch, d.lease.Data(), d.lease.Headers(), meta.Sequence.Stream, meta.Timestamp)
 	if err != nil {
-		d.log.Error().Err(err).Msg("removing a batch token whose request cannot be read")
+		d.c.ignore("token", d.batch, err)
 		_ = d.lease.TermWithReason("batch request unreadable")
 		return errSettled
 	}
@@ -162,14 +163,17 @@ var errDuplicateToken = errors.New("duplicate batch token")
 // which fences off the earlier drivers.
 func (d *driver) claim(ctx context.Context, tok *token, delivered uint64) (*messages.BatchState, uint64, error) {
 	if delivered == 1 {
+		if err := d.removeEarlyResults(ctx); err != nil {
+			return nil, 0, err
+		}
 		st := tok.state()
 		st.Epoch, st.Owner = 1, d.c.cfg.Name
 		return st, 0, nil
 	}
 	for {
 		st, rev, err := d.c.state.get(ctx, d.batch)
-		if errors.Is(err, errNotFound) {
-			st, rev, err = tok.state(), 0, nil
+		if errors.Is(err, errNotFound) { // rev: of a value that is no state
+			st, err = tok.state(), nil
 		}
 		if err == nil {
 			// A driver before this one may have published the aggregate.
@@ -187,6 +191,21 @@ func (d *driver) claim(ctx context.Context, tok *token, delivered uint64) (*mess
 			return st, rev, err
 		}
 	}
+}
+
+// removeEarlyResults removes what is stored under the batch's results
+// subjects before its first work is published: published before the batch
+// was accepted (an id can be guessed), it is no result of the batch, and
+// the one-result-per-subject rule would refuse the item's real one.
+func (d *driver) removeEarlyResults(ctx context.Context) error {
+	return d.retry(ctx, "remove results stored before the batch", func(ctx context.Context) error {
+		n, err := d.c.purge(ctx, d.c.names.ResultsStream(), d.c.names.ResultBatchFilter(d.batch))
+		if n > 0 {
+			d.log.Warn().Uint64("removed", n).Msg("removed results stored before the batch was accepted")
+			d.c.cfg.Metrics.Ignored("early_result", n)
+		}
+		return err
+	})
 }
 
 func (c *Coordinator) machineConfig() aggregate.Config {
@@ -243,29 +262,41 @@ func (d *driver) run(ctx context.Context) error {
 	}
 }
 
-// onResult gives the machine a message read from the results stream.
+// onResult gives the machine a message read from the results stream, if
+// it is what its subject says: a message that is not is ignored (the
+// item's real result cannot be stored after it, and the batch ends at its
+// timeout with the item not run).
 func (d *driver) onResult(m resultMsg) {
 	d.readSeq = m.seq
 	res := &messages.ResultMessage{}
-	if err := messages.Decode(m.data, res); err != nil {
-		res = &messages.ResultMessage{Error: "result message was not valid JSON"}
-	}
+	err := messages.Decode(m.data, res)
+	var ev aggregate.Event
 	n := d.c.names
 	if _, first, ok := n.ParseUnpackRequest(m.subject); ok {
-		attempt := 1
-		if res.Unpack != nil {
-			attempt = res.Unpack.Attempt
+		if err == nil {
+			err = res.CheckUnpack(d.batch, first)
 		}
-		d.feed(aggregate.UnpackStored{Seq: m.seq, First: first, Attempt: attempt})
+		if err == nil {
+			ev = aggregate.UnpackStored{Seq: m.seq, First: first, Attempt: res.Unpack.Attempt}
+		}
 	} else if _, step, ok := n.ParseStepResult(m.subject); ok {
-		d.feed(aggregate.StepStored{Seq: m.seq, Step: step, Result: res})
-	} else {
-		_, item, ok := n.ParseResultSubject(m.subject)
-		if !ok {
-			item = -1
+		if err == nil {
+			err = res.CheckResult(d.batch, 0, step)
 		}
-		d.feed(aggregate.ResultStored{Seq: m.seq, Item: item, Result: res})
+		ev = aggregate.StepStored{Seq: m.seq, Step: step, Result: res}
+	} else if _, item, ok := n.ParseResultSubject(m.subject); ok {
+		if err == nil {
+			err = res.CheckResult(d.batch, item, "")
+		}
+		ev = aggregate.ResultStored{Seq: m.seq, Item: item, Result: res}
+	} else {
+		err = fmt.Errorf("%s is not a result subject", m.subject)
 	}
+	if err != nil {
+		d.c.ignore("result", d.batch, fmt.Errorf("stream sequence %d: %w", m.seq, err))
+		return
+	}
+	d.feed(ev)
 }
 
 // feed gives the machine an event and queues the actions it returns.
@@ -364,6 +395,10 @@ func (d *driver) checkpoint(ctx context.Context) error {
 		rev, err := d.c.state.update(ctx, &st, d.rev)
 		if errors.Is(err, errConflict) {
 			cur, rev, err := d.c.state.get(ctx, d.batch)
+			if errors.Is(err, errNotFound) {
+				d.rev = rev // write over what is there
+				return errConflict
+			}
 			if err != nil {
 				return err
 			}
@@ -391,7 +426,12 @@ func (d *driver) checkpoint(ctx context.Context) error {
 func (d *driver) refresh(ctx context.Context) error {
 	cur, rev, err := d.c.state.get(ctx, d.batch)
 	if errors.Is(err, errNotFound) {
-		return nil // not saved yet, and no request
+		if rev != 0 && rev != d.rev {
+			// A value that is no state: write over it.
+			d.rev = rev
+			d.todo = append(d.todo, aggregate.Action{Kind: aggregate.Checkpoint})
+		}
+		return nil // no request
 	}
 	if err != nil {
 		d.log.Warn().Err(err).Msg("reading batch state")

@@ -75,7 +75,7 @@ func (a *resultsAssembly) finish(bucket, reason string) (*messages.ObjectRef, er
 		a.err = a.put
 		return nil, fmt.Errorf("store results: %w", a.put)
 	}
-	a.ref = &messages.ObjectRef{Bucket: bucket, Name: a.info.Name, Size: a.info.Size}
+	a.ref = &messages.ObjectRef{Bucket: bucket, Name: a.info.Name, Size: a.info.Size, Digest: a.info.Digest}
 	return a.ref, nil
 }
 
@@ -129,11 +129,7 @@ func (d *driver) catchUp(ctx context.Context) error {
 // decides the outcome.
 func (d *driver) publishAggregate(ctx context.Context, checkFirst bool) error {
 	if checkFirst {
-		out, err := d.c.outcome(ctx, d.batch)
-		if err != nil || out != nil {
-			if out != nil {
-				d.feed(aggregate.Decided{Outcome: *out})
-			}
+		if decided, _, err := d.adoptAggregate(ctx); decided || err != nil {
 			return err
 		}
 	}
@@ -148,14 +144,36 @@ func (d *driver) publishAggregate(ctx context.Context, checkFirst bool) error {
 	}
 	ack, err := d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
-		out, err := d.c.outcome(ctx, d.batch)
-		if err != nil || out == nil {
-			return fmt.Errorf("read the aggregate published before: %w", err)
+		decided, removed, err := d.adoptAggregate(ctx)
+		switch {
+		case decided || err != nil:
+			return err
+		case removed:
+			return errConflict // publish again, at once
 		}
-		d.feed(aggregate.Decided{Outcome: *out})
-		return nil
+		return errors.New("the aggregate was refused as a duplicate, and none is stored")
 	}
 	return err
+}
+
+// adoptAggregate takes the outcome of the batch's aggregate if one is out.
+// Something else stored in its place, which would refuse the real one, is
+// removed.
+func (d *driver) adoptAggregate(ctx context.Context) (decided, removed bool, err error) {
+	out, bad, err := d.c.storedOutcome(ctx, d.batch)
+	switch {
+	case err != nil:
+		return false, false, err
+	case out != nil:
+		d.feed(aggregate.Decided{Outcome: *out})
+		return true, false, nil
+	case bad == 0:
+		return false, false, nil
+	}
+	if err := d.c.stores.Done.DeleteMsg(ctx, bad); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, false, fmt.Errorf("remove what is stored in place of the aggregate: %w", err)
+	}
+	return false, true, nil
 }
 
 // aggregateJSON encodes the aggregate of the machine's state with its
@@ -199,6 +217,6 @@ func (d *driver) aggregateJSON(ctx context.Context, reason string) ([]byte, erro
 	if err != nil {
 		return nil, fmt.Errorf("store results: %w", err)
 	}
-	agg.Results, agg.ResultsRef = nil, &messages.ObjectRef{Bucket: bucket, Name: info.Name, Size: info.Size}
+	agg.Results, agg.ResultsRef = nil, &messages.ObjectRef{Bucket: bucket, Name: info.Name, Size: info.Size, Digest: info.Digest}
 	return messages.Encode(agg)
 }

@@ -280,7 +280,7 @@ func (c *Coordinator) awaitFinal(ctx context.Context, batch string, last *messag
 				continue
 			}
 			var st messages.BatchState
-			if json.Unmarshal(e.Value(), &st) == nil {
+			if messages.Decode(e.Value(), &st) == nil && st.Check(batch) == nil {
 				last = &st
 				if st.Status.Final() {
 					return last
@@ -347,8 +347,12 @@ func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequ
 		return req, unavailable(fmt.Errorf("aggregate of %s: %w", r.BatchID, err))
 	}
 	var agg messages.Aggregate
-	if err := json.Unmarshal(doneMsg.Data, &agg); err != nil {
-		return req, messages.Errorf(messages.CodeInternal, "aggregate of %s: %v", r.BatchID, err)
+	if err = messages.Decode(doneMsg.Data, &agg); err == nil {
+		err = agg.Check(r.BatchID)
+	}
+	if err != nil {
+		c.ignore("aggregate", r.BatchID, err)
+		return req, messages.Errorf(messages.CodeInternal, "aggregate of %s: what is stored is not its aggregate: %v", r.BatchID, err)
 	}
 	tok, err := c.readToken(ctx, r.BatchID)
 	if err != nil {

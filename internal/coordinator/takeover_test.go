@@ -90,9 +90,13 @@ func TestBatchHandedOverOnStop(t *testing.T) {
 // would have.
 func publishAggregateAhead(t *testing.T, env *testenv.Env, batch string, failed int) {
 	t.Helper()
+	results := make([]messages.ItemResult, 10)
+	for i := range results {
+		results[i] = messages.ItemResult{Item: i, OK: i >= failed}
+	}
 	body, err := json.Marshal(messages.Aggregate{
 		BatchID: batch, Activity: "count", Status: messages.StatusFailed, Reason: "decided elsewhere",
-		Total: 10, Succeeded: 10 - failed, Failed: failed, FinishedAt: time.Now().UTC(),
+		Total: 10, Succeeded: 10 - failed, Failed: failed, Results: results, FinishedAt: time.Now().UTC(),
 	})
 	if err != nil {
 		t.Fatal(err)

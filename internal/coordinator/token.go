@@ -72,6 +72,9 @@ func decodeToken(batch string, data []byte, h nats.Header, seq uint64, t time.Ti
 	if tok.req.ID != batch {
 		return nil, fmt.Errorf("token of %s: holds batch %q", batch, tok.req.ID)
 	}
+	if !messages.ValidToken(tok.req.Activity) {
+		return nil, fmt.Errorf("token of %s: names activity %q", batch, tok.req.Activity)
+	}
 	if n, err := strconv.Atoi(h.Get(totalHeader)); err == nil && n >= 0 {
 		tok.total = n
 	} else if tok.req.ItemsRef == nil {

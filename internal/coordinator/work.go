@@ -82,7 +82,7 @@ func (d *driver) input(i int) (json.RawMessage, *messages.ObjectRef, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("claim check of item %d: %w", i, err)
 	}
-	return nil, &messages.ObjectRef{Bucket: d.c.names.BlobBucket(), Name: name, Size: info.Size}, nil
+	return nil, &messages.ObjectRef{Bucket: d.c.names.BlobBucket(), Name: name, Size: info.Size, Digest: info.Digest}, nil
 }
 
 // publishWork publishes the work of items [a.From, a.To) without waiting

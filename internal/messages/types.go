@@ -292,6 +292,11 @@ type ObjectRef struct {
 	Bucket string `json:"bucket,omitempty"` // default: the deployment's blob bucket
 	Name   string `json:"name"`
 	Size   uint64 `json:"size,omitempty"`
+	// Digest is the object's SHA-256 digest as the object store writes it
+	// ("SHA-256=" and the unpadded URL-safe base64 of the sum), recorded by
+	// the coordinator for the objects it writes: a reader checks the
+	// object it reads is the one the coordinator wrote.
+	Digest string `json:"digest,omitempty"`
 }
 
 // Progress is published (throttled) to Names.Progress while a batch runs,

@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
@@ -140,9 +141,43 @@ func (r *reader) Close() error {
 	return nil
 }
 
+// OpenRef is Open of the object ref names, which must still be the one
+// ref records: its size and, when recorded, its digest. Anybody who may
+// write to the bucket can replace an object under the same name.
+func OpenRef(ctx context.Context, js jetstream.JetStream, ref *messages.ObjectRef) (io.ReadCloser, error) {
+	rc, info, err := Open(ctx, js, ref.Bucket, ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := matches(ref, info.Size, info.Digest); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	return rc, nil
+}
+
+// CheckBytes reports why data is not the object ref records, or nil.
+func CheckBytes(ref *messages.ObjectRef, data []byte) error {
+	sum := sha256.Sum256(data)
+	return matches(ref, uint64(len(data)), digestOf(sum[:]))
+}
+
+func digestOf(sum []byte) string {
+	return "SHA-256=" + base64.URLEncoding.EncodeToString(sum)
+}
+
+func matches(ref *messages.ObjectRef, size uint64, digest string) error {
+	if ref.Digest != "" && (size != ref.Size || digest != ref.Digest) {
+		return fmt.Errorf("object %s is not the one referred to: %d bytes with digest %s, not %d bytes with digest %s", ref.Name, size, digest, ref.Size, ref.Digest)
+	}
+	return nil
+}
+
 // Results calls fn with each result of an aggregate in item order: the
 // results it carries, or the lines of its results object, read as they
-// are needed. fn's error ends the iteration and is returned.
+// are needed. The object must be the one the aggregate records, and hold
+// one result per item in item order. fn's error ends the iteration and is
+// returned.
 func Results(ctx context.Context, js jetstream.JetStream, agg *messages.Aggregate, fn func(messages.ItemResult) error) error {
 	if agg.ResultsRef == nil {
 		for _, r := range agg.Results {
@@ -153,17 +188,21 @@ func Results(ctx context.Context, js jetstream.JetStream, agg *messages.Aggregat
 		return nil
 	}
 	ref := agg.ResultsRef
-	rc, _, err := Open(ctx, js, ref.Bucket, ref.Name)
+	rc, err := OpenRef(ctx, js, ref)
 	if err != nil {
 		return fmt.Errorf("results object %s: %w", ref.Name, err)
 	}
 	defer rc.Close()
 	sc := bufio.NewScanner(rc)
 	sc.Buffer(make([]byte, 64*1024), 64*1024*1024)
-	for sc.Scan() {
+	next := 0
+	for ; sc.Scan(); next++ {
 		var r messages.ItemResult
 		if err := messages.Decode(sc.Bytes(), &r); err != nil {
-			return fmt.Errorf("results object %s: %w", ref.Name, err)
+			return fmt.Errorf("results object %s: line %d: %w", ref.Name, next+1, err)
+		}
+		if r.Item != next || next >= agg.Total {
+			return fmt.Errorf("results object %s: line %d holds item %d of %d; want item %d", ref.Name, next+1, r.Item, agg.Total, next)
 		}
 		if err := fn(r); err != nil {
 			return err
@@ -171,6 +210,9 @@ func Results(ctx context.Context, js jetstream.JetStream, agg *messages.Aggregat
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("results object %s: %w", ref.Name, err)
+	}
+	if next != agg.Total {
+		return fmt.Errorf("results object %s: %d results, want %d", ref.Name, next, agg.Total)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ type CoordinatorMetrics struct {
 	counted       *prometheus.CounterVec
 	checkpointLag prometheus.Histogram
 	inFlight      prometheus.Gauge
+	ignored       *prometheus.CounterVec
 }
 
 // NewCoordinatorMetrics registers the coordinator's metrics on reg.
@@ -39,8 +40,12 @@ func NewCoordinatorMetrics(reg prometheus.Registerer) *CoordinatorMetrics {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fanout_items_in_flight", Help: "Items published and not yet counted, over the batches this coordinator drives.",
 		}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fanout_ignored_total",
+			Help: "Values read back that were not fanout's own and were ignored or repaired, by kind: state, result, aggregate, token, early_result (stored under a batch's results before it was accepted).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.batches, m.running, m.published, m.counted, m.checkpointLag, m.inFlight)
+	reg.MustRegister(m.batches, m.running, m.published, m.counted, m.checkpointLag, m.inFlight, m.ignored)
 	return m
 }
 
@@ -142,4 +147,11 @@ func (m *WorkerMetrics) ItemFinished(activity string, outcome string, d time.Dur
 	m.inUse.Dec()
 	m.items.WithLabelValues(activity, outcome).Inc()
 	m.duration.WithLabelValues(activity).Observe(d.Seconds())
+}
+
+// Ignored counts n values of a kind read back and not taken.
+func (m *CoordinatorMetrics) Ignored(kind string, n uint64) {
+	if m != nil {
+		m.ignored.WithLabelValues(kind).Add(float64(n))
+	}
 }

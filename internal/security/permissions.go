@@ -172,6 +172,9 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		n.WorkAll(), n.ControlAll(), n.ResultAll(), n.DoneAll(), p + ".progress.>", n.PokeAll(),
 		"$KV." + n.BatchesBucket() + ".>", "$O." + n.BlobBucket() + ".>",
 		streamPurge(s.Work), streamPurge(s.Blobs),
+		// A batch's first driver removes results stored before the batch
+		// was accepted, and a driver removes an aggregate that is not one.
+		streamPurge(s.Results), api + "STREAM.MSG.DELETE." + s.Done,
 		// Account info: creating a KV bucket checks JetStream is enabled.
 		api + "INFO",
 	}
