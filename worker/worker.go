@@ -678,10 +678,15 @@ func (w *Worker) resultSubject(res *messages.ResultMessage) string {
 // a failed result that says so.
 func (w *Worker) encodeResult(res *messages.ResultMessage) []byte {
 	data, err := messages.Encode(res)
-	if err != nil || int64(len(data)) > w.nc.MaxPayload()-1024 {
+	depth := messages.Depth(res.Output)
+	if err != nil || int64(len(data)) > w.nc.MaxPayload()-1024 || depth > messages.MaxValueDepth {
 		reason := fmt.Sprintf("result of %d bytes is larger than the server's max_payload of %d", len(data), w.nc.MaxPayload())
-		if err != nil {
+		switch {
+		case err != nil:
 			reason = "encode result: " + err.Error()
+		case depth > messages.MaxValueDepth:
+			// The aggregate that carries it must be readable by every client.
+			reason = fmt.Sprintf("output nested %d levels deep; outputs may nest at most %d levels", depth, messages.MaxValueDepth)
 		}
 		failed := messages.ResultMessage{
 			BatchID: res.BatchID, Item: res.Item, Step: res.Step, Attempts: res.Attempts, Worker: res.Worker, DurationMS: res.DurationMS,

@@ -1,7 +1,9 @@
 package coordinator_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -202,4 +204,36 @@ func status(t *testing.T, env *testenv.Env, batch string) *client.Progress {
 		t.Fatalf("status of %s: %v", batch, err)
 	}
 	return p
+}
+
+// An output nested deeper than items may be fails its item (the aggregate
+// that carries it must be readable by every client); one as deep as
+// allowed is carried and read back.
+func TestDeepOutputsFailTheirItem(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	deep := func(n int) json.RawMessage {
+		return json.RawMessage(strings.Repeat("[", n) + strings.Repeat("]", n))
+	}
+	env.Worker(func(w *worker.Worker) {
+		w.HandleFunc("nest", func(_ context.Context, input json.RawMessage) (json.RawMessage, error) {
+			var n int
+			if err := json.Unmarshal(input, &n); err != nil {
+				return nil, err
+			}
+			return deep(n), nil
+		})
+	})
+	r := env.Submit(client.BatchRequest{Activity: "nest", Items: []json.RawMessage{
+		json.RawMessage(fmt.Sprint(messages.MaxValueDepth)), json.RawMessage(fmt.Sprint(messages.MaxValueDepth + 1)),
+	}})
+	agg := env.Wait(r.BatchID, 30*time.Second)
+	checkAggregate(t, agg, client.StatusCompleted, 2, 1, 1)
+	if !agg.Results[0].OK || string(agg.Results[0].Output) != string(deep(messages.MaxValueDepth)) {
+		t.Errorf("an output %d levels deep: %+v", messages.MaxValueDepth, agg.Results[0])
+	}
+	if agg.Results[1].OK || !strings.Contains(agg.Results[1].Error, "nested") {
+		t.Errorf("an output %d levels deep: %+v", messages.MaxValueDepth+1, agg.Results[1])
+	}
 }
