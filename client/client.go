@@ -78,8 +78,8 @@ type Client struct {
 	timeout time.Duration
 	log     zerolog.Logger
 
-	mu   sync.Mutex
-	done jetstream.Stream // see doneStream
+	mu      sync.Mutex
+	streams map[string]jetstream.Stream // see stream
 }
 
 // Option configures a Client.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
 )
 
@@ -28,20 +27,11 @@ import (
 // even if its state does not say so yet (the coordinator saves the final
 // state just after publishing the aggregate).
 func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
-	newestFirst := func(a, b *messages.BatchState) int {
-		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
-			return c
-		}
-		if a.BatchID < b.BatchID {
-			return -1
-		}
-		return 1
-	}
 	var states []*messages.BatchState
 	trim := func() {
 		states = latestOf(states)
 		// Stable: a batch's two states keep their order for the next trim.
-		slices.SortStableFunc(states, newestFirst)
+		slices.SortStableFunc(states, compareNewestFirst)
 		if limit > 0 && len(states) > limit {
 			states = states[:limit]
 		}
@@ -63,15 +53,8 @@ func (c *Client) List(ctx context.Context, limit int) ([]Progress, error) {
 	now := time.Now()
 	out := make([]Progress, 0, len(states))
 	for _, st := range states {
-		if !st.Status.Final() {
-			agg, err := c.storedAggregate(ctx, st.BatchID)
-			if err != nil {
-				return nil, err
-			}
-			if agg != nil {
-				o := aggregate.OutcomeOf(agg)
-				o.Apply(st)
-			}
+		if err := c.applyOutcome(ctx, st); err != nil {
+			return nil, err
 		}
 		out = append(out, st.ProgressWithOptions(now))
 	}

@@ -143,16 +143,24 @@ func (c *Client) storedAggregate(ctx context.Context, batchID string) (*Aggregat
 
 // doneStream looks up the done stream once per client.
 func (c *Client) doneStream(ctx context.Context) (jetstream.Stream, error) {
+	return c.stream(ctx, c.names.DoneStream())
+}
+
+// stream looks up a stream once per client.
+func (c *Client) stream(ctx context.Context, name string) (jetstream.Stream, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.done != nil {
-		return c.done, nil
+	if s, ok := c.streams[name]; ok {
+		return s, nil
 	}
-	s, err := c.js.Stream(ctx, c.names.DoneStream())
+	s, err := c.js.Stream(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	c.done = s
+	if c.streams == nil {
+		c.streams = map[string]jetstream.Stream{}
+	}
+	c.streams[name] = s
 	return s, nil
 }
 

@@ -142,6 +142,10 @@ func (n Names) ParseUnpackRequest(subject string) (batch string, first int, ok b
 // ResultBatchFilter matches all results of one batch.
 func (n Names) ResultBatchFilter(batch string) string { return n.Prefix + ".result." + batch + ".>" }
 
+// ResultItemsFilter matches the results of one batch's items and steps,
+// not its unpack requests.
+func (n Names) ResultItemsFilter(batch string) string { return n.Prefix + ".result." + batch + ".*" }
+
 // ResultAll matches all result subjects.
 func (n Names) ResultAll() string { return n.Prefix + ".result.>" }
 
