@@ -60,6 +60,7 @@ Then, against it or any deployment (--server, or $NATS_URL):
   fanout submit --activity sha256 items.json --wait
   fanout ls
   fanout workers
+  fanout ui              the web dashboard
 
 Exit codes: 0 every item succeeded; 1 some items failed or the batch did not
 complete; 2 bad arguments or input, or a request the coordinator refused;
@@ -86,7 +87,7 @@ complete; 2 bad arguments or input, or a request the coordinator refused;
 	}
 	root.AddCommand(newDevCmd(g), newDemoCmd(g), newBenchCmd(g))
 	root.AddCommand(newSubmitCmd(g), newWatchCmd(g), newStatusCmd(g), newResultsCmd(g),
-		newCancelCmd(g), newUpdateCmd(g), newRedriveCmd(g), newLsCmd(g), newWorkersCmd(g))
+		newCancelCmd(g), newUpdateCmd(g), newRedriveCmd(g), newLsCmd(g), newWorkersCmd(g), newUICmd(g))
 	err := root.Execute()
 	if err == nil {
 		return ExitOK

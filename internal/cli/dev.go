@@ -13,6 +13,7 @@ import (
 
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/internal/embedded"
+	"github.com/fanoutdev/fanout/internal/ui"
 )
 
 type devFlags struct {
@@ -21,9 +22,11 @@ type devFlags struct {
 	port        int
 	workers     int
 	concurrency int
+	ui          uiFlags
 }
 
-func (d *devFlags) register(cmd *cobra.Command, defaultDir string, defaultPort int) {
+func (d *devFlags) register(cmd *cobra.Command, defaultDir string, defaultPort int, defaultUI string) {
+	d.ui.register(cmd, "ui", defaultUI, "address the web dashboard listens on (off: none)")
 	cmd.Flags().StringVar(&d.dataDir, "data", defaultDir, "JetStream data directory (kept between runs)")
 	cmd.Flags().StringVar(&d.host, "host", "127.0.0.1", "address the embedded NATS server listens on")
 	cmd.Flags().IntVar(&d.port, "port", defaultPort, "port the embedded NATS server listens on (0: any free port)")
@@ -50,6 +53,26 @@ func (g *globals) startStack(ctx context.Context, d *devFlags) (*embedded.Stack,
 	return stack, nil
 }
 
+// startStackUI serves the dashboard for a stack; nil when it is off.
+func (g *globals) startStackUI(ctx context.Context, stack *embedded.Stack, d *devFlags) (*ui.Server, func(), error) {
+	if d.ui.listen == "off" {
+		return nil, func() {}, nil
+	}
+	nc, err := nats.Connect(stack.URL, nats.Name("fanout ui"), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, nil, &ExitError{Code: ExitConnect, Err: err}
+	}
+	c, err := client.New(nc, client.WithPrefix(g.conn.Prefix))
+	if err == nil {
+		var s *ui.Server
+		if s, err = g.startUI(ctx, c, &d.ui); err == nil {
+			return s, func() { stopUI(s); nc.Close() }, nil
+		}
+	}
+	nc.Close()
+	return nil, nil, err
+}
+
 func newDevCmd(g *globals) *cobra.Command {
 	var d devFlags
 	cmd := &cobra.Command{
@@ -67,15 +90,23 @@ connect to it: the nats tool, the fanout CLI, your own programs.`,
 			if err != nil {
 				return err
 			}
+			defer stack.Stop(context.Background())
+			dash, stopDash, err := g.startStackUI(cmd.Context(), stack, &d)
+			if err != nil {
+				return err
+			}
+			defer stopDash()
 			fmt.Fprintf(g.out, "fanout dev: NATS with JetStream at %s (data in %s), 1 coordinator, %d workers serving echo, sha256, sleep\n", stack.URL, d.dataDir, d.workers)
+			if dash != nil {
+				fmt.Fprintf(g.out, "dashboard: %s\n", dash.URL())
+			}
 			fmt.Fprintf(g.out, "try: nats --server %s req %s.submit '{\"activity\":\"sha256\",\"items\":[{\"data\":\"hello\"}]}'\n", stack.URL, g.conn.Prefix)
 			fmt.Fprintln(g.out, "press Ctrl-C to stop")
 			<-cmd.Context().Done()
-			stack.Stop(context.Background())
 			return nil
 		},
 	}
-	d.register(cmd, "fanout-data", 4222)
+	d.register(cmd, "fanout-data", 4222, ui.DefaultListen)
 	return cmd
 }
 
@@ -111,11 +142,19 @@ output and print the aggregate.`,
 				return err
 			}
 			defer stack.Stop(context.Background())
+			dash, stopDash, err := g.startStackUI(ctx, stack, &d)
+			if err != nil {
+				return err
+			}
+			defer stopDash()
 			fmt.Fprintf(g.out, "fanout demo: NATS at %s, 1 coordinator, %d workers\n", stack.URL, d.workers)
+			if dash != nil {
+				fmt.Fprintf(g.out, "dashboard: %s (while the demo runs)\n", dash.URL())
+			}
 			return g.runDemo(ctx, stack.URL, items)
 		},
 	}
-	d.register(cmd, "", 0)
+	d.register(cmd, "", 0, "127.0.0.1:0")
 	cmd.Flags().IntVar(&items, "items", 1000, "sha256 items in the demo batch")
 	return cmd
 }
