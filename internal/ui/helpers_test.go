@@ -40,7 +40,10 @@ func setup(t *testing.T, cfg ui.Config, opts ...worker.Option) *bundle {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(s.Handler())
-	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		srv.CloseClientConnections() // live updates a browser still holds open
+		srv.Close()
+	})
 	return &bundle{t: t, env: env, srv: srv}
 }
 

@@ -1,6 +1,8 @@
 package ui_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -215,4 +217,28 @@ func TestOtherHostNamesRefused(t *testing.T) {
 	if resp, err := b.browser().Do(req); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("host localhost: %v, %v", resp.StatusCode, err)
 	}
+}
+
+// An activity with queued work and no live worker is flagged on the
+// activities page.
+func TestActivityWithoutWorkersIsFlagged(t *testing.T) {
+	t.Parallel()
+	b := setup(t, ui.Config{})
+	lonely := b.env.Worker(func(w *worker.Worker) {
+		worker.Handle(w, "lonely", func(context.Context, struct{}) (struct{}, error) { return struct{}{}, nil })
+	}, worker.WithName("lonely-worker"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := lonely.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := b.browser()
+	if _, page := b.get(c, "/activities"); strings.Contains(page, `id="stranded"`) {
+		t.Fatalf("flagged before any work was queued:\n%s", page)
+	}
+	b.env.Submit(client.BatchRequest{Activity: "lonely", Items: []json.RawMessage{json.RawMessage(`{}`)}})
+	eventually(t, 30*time.Second, "the lonely activity flagged", func() bool {
+		_, page := b.get(c, "/activities")
+		return strings.Contains(page, `id="stranded"`) && strings.Contains(page, "no live worker")
+	})
 }
