@@ -135,7 +135,7 @@ func (c *Client) storedResult(batchID, subject string, data []byte, seq uint64, 
 		return StoredResult{}, false
 	}
 	var r StoredResult
-	if messages.Decode(data, &r.ResultMessage) != nil || r.BatchID != batchID || r.Item != item || r.Step != "" || r.Unpack != nil {
+	if messages.Decode(data, &r.ResultMessage) != nil || r.CheckResult(batchID, item, "") != nil {
 		return StoredResult{}, false
 	}
 	r.Seq, r.StoredAt = seq, at

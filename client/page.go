@@ -103,39 +103,51 @@ func (c *Client) ListPage(ctx context.Context, q ListQuery) (*BatchPage, error) 
 	// Keep the limit+1 states closest to the cursor on its side: the
 	// newest ones before (or without) a Before cursor, the oldest ones
 	// after an After cursor. The extra one tells whether there are more.
-	order := func(a, b *messages.BatchState) int {
-		n := compareNewestFirst(a, b)
+	// Only the fields that select and order a batch are decoded while
+	// reading (a whole state costs several times more); the page's states
+	// are decoded in full at the end.
+	type listed struct {
+		BatchID   string          `json:"batch_id"`
+		Activity  string          `json:"activity"`
+		Status    messages.Status `json:"status"`
+		CreatedAt time.Time       `json:"created_at"`
+		raw       []byte
+	}
+	order := func(a, b *listed) int {
+		n := compareNewestFirst(&messages.BatchState{BatchID: a.BatchID, CreatedAt: a.CreatedAt}, &messages.BatchState{BatchID: b.BatchID, CreatedAt: b.CreatedAt})
 		if q.After != nil {
 			return -n
 		}
 		return n
 	}
 	var (
-		kept    []*messages.BatchState
+		kept    []*listed
 		matches = map[string]bool{} // batch id: matches the filters
 		beyond  = map[string]bool{} // batch id: matches, on the other side of the cursor
 	)
 	err := c.eachValue(ctx, c.names.BatchesBucket(), " (listing batches needs read access to it)", true, func(v []byte) {
-		var st messages.BatchState
-		if json.Unmarshal(v, &st) != nil || st.BatchID == "" || st.Check(st.BatchID) != nil {
+		var st listed
+		if json.Unmarshal(v, &st) != nil || !messages.ValidToken(st.BatchID) {
 			return // not a batch's state
 		}
 		// A batch written while listed comes twice: its last state counts.
-		kept = slices.DeleteFunc(kept, func(k *messages.BatchState) bool { return k.BatchID == st.BatchID })
+		kept = slices.DeleteFunc(kept, func(k *listed) bool { return k.BatchID == st.BatchID })
 		delete(beyond, st.BatchID)
 		matches[st.BatchID] = (q.Status == "" || st.Status == q.Status) && (q.Activity == "" || st.Activity == q.Activity)
 		if !matches[st.BatchID] {
 			return
 		}
+		at := &messages.BatchState{BatchID: st.BatchID, CreatedAt: st.CreatedAt}
 		// The cursor's own batch counts as on the other side of it.
 		switch {
-		case q.Before != nil && (q.Before.is(&st) || q.Before.newer(st.CreatedAt, st.BatchID)),
-			q.After != nil && (q.After.is(&st) || !q.After.newer(st.CreatedAt, st.BatchID)):
+		case q.Before != nil && (q.Before.is(at) || q.Before.newer(st.CreatedAt, st.BatchID)),
+			q.After != nil && (q.After.is(at) || !q.After.newer(st.CreatedAt, st.BatchID)):
 			beyond[st.BatchID] = true
 			return
 		}
 		i, _ := slices.BinarySearchFunc(kept, &st, order)
 		if i <= q.Limit {
+			st.raw = v
 			kept = slices.Insert(kept, i, &st)
 			kept = kept[:min(len(kept), q.Limit+1)]
 		}
@@ -161,8 +173,12 @@ func (c *Client) ListPage(ctx context.Context, q ListQuery) (*BatchPage, error) 
 		page.Newer, page.Older = len(beyond) > 0, more
 	}
 	now := time.Now()
-	for _, st := range kept {
-		if err := c.applyOutcome(ctx, st); err != nil {
+	for _, l := range kept {
+		var st messages.BatchState
+		if json.Unmarshal(l.raw, &st) != nil || st.Check(l.BatchID) != nil {
+			continue // not a batch's state after all: left out of the page
+		}
+		if err := c.applyOutcome(ctx, &st); err != nil {
 			return nil, err
 		}
 		page.Batches = append(page.Batches, st.ProgressWithOptions(now))
