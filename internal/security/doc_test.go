@@ -13,6 +13,7 @@ var docsUsers = []security.User{
 	{Role: security.Coordinator, Name: "coordinator", PasswordVar: "FANOUT_COORDINATOR_PASSWORD"},
 	{Role: security.Worker, Name: "worker", PasswordVar: "FANOUT_WORKER_PASSWORD"},
 	{Role: security.Client, Name: "client", PasswordVar: "FANOUT_CLIENT_PASSWORD"},
+	{Role: security.UI, Name: "ui", PasswordVar: "FANOUT_UI_PASSWORD"},
 }
 
 // The configuration pasted in docs/security.md is what ServerConfig makes:

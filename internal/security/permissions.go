@@ -28,10 +28,11 @@ const (
 	Coordinator Role = "coordinator"
 	Worker      Role = "worker"
 	Client      Role = "client"
+	UI          Role = "ui"
 )
 
 // Roles lists every role, in a stable order.
-func Roles() []Role { return []Role{Coordinator, Worker, Client} }
+func Roles() []Role { return []Role{Coordinator, Worker, Client, UI} }
 
 // DefaultResponseExpiry is how long the coordinator may take to answer a
 // request (the server's allow_responses expiry). A cancel is answered once
@@ -155,6 +156,13 @@ func flowControl(s string) string   { return "$JS.FC." + s + ".>" }
 // store, and reads the workers bucket (fanout workers). It cannot read the
 // batch-state bucket: fanout ls needs the coordinator's credentials or an
 // admin's.
+//
+// UI (fanout ui, the dashboard): sends status / cancel / update / redrive
+// (not submit), reads progress (core), the batch-state bucket (a watch),
+// results (direct gets and short-lived consumers), aggregates, large
+// results in the object store, the workers bucket, and the work stream's
+// consumer list and info (queued work per activity). It publishes nothing
+// else: no work, result, token or bucket write.
 func Permissions(o Options) (map[Role]Permission, error) {
 	n, err := o.names()
 	if err != nil {
@@ -237,7 +245,18 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		p + ".progress.>", n.ResultAll(), n.DoneAll(), n.AggregateAll(),
 	}
 
-	return map[Role]Permission{Coordinator: coord, Worker: work, Client: cli}, nil
+	var dash Permission
+	dash.Publish = []string{n.Status(), n.Cancel(), n.Update(), n.Redrive()}
+	for _, st := range []string{s.Batches, s.Results, s.Done, s.Blobs, workers} {
+		dash.Publish = append(dash.Publish, streamInfo(st), msgGet(st))
+		dash.Publish = append(dash.Publish, directGet(st)...)
+		dash.Publish = append(dash.Publish, consumerCreate(st)...)
+		dash.Publish = append(dash.Publish, consumerInfo(st), consumerDel(st), msgNext(st), flowControl(st))
+	}
+	dash.Publish = append(dash.Publish, streamInfo(s.Work), api+"CONSUMER.LIST."+s.Work, consumerInfo(s.Work))
+	dash.Subscribe = []string{o.InboxPrefix(UI) + ".>", p + ".progress.>"}
+
+	return map[Role]Permission{Coordinator: coord, Worker: work, Client: cli, UI: dash}, nil
 }
 
 // requestSubjects are the request/reply subjects the coordinators serve.
@@ -285,7 +304,7 @@ type User struct {
 
 // ServerConfig renders the permission sets and users as a nats-server
 // configuration fragment: one variable per role that has users
-// (COORDINATOR, WORKER, CLIENT) and an authorization block. Paste it into the server's
+// (COORDINATOR, WORKER, CLIENT, UI) and an authorization block. Paste it into the server's
 // configuration next to listen, jetstream and so on.
 func ServerConfig(o Options, users []User) (string, error) {
 	perms, err := Permissions(o)
