@@ -61,7 +61,7 @@ compose_cmd() {
 # those still missing (compose reads .env itself).
 ensure_passwords() {
 	local envfile="$root/.env" var pw
-	for var in FANOUT_COORDINATOR_PASSWORD FANOUT_WORKER_PASSWORD FANOUT_CLIENT_PASSWORD FANOUT_ADMIN_PASSWORD; do
+	for var in FANOUT_COORDINATOR_PASSWORD FANOUT_WORKER_PASSWORD FANOUT_CLIENT_PASSWORD FANOUT_UI_PASSWORD FANOUT_ADMIN_PASSWORD FANOUT_UI_TOKEN; do
 		if [ -n "${!var:-}" ] || { [ -f "$envfile" ] && grep -q "^$var=" "$envfile"; }; then
 			continue
 		fi

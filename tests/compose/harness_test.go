@@ -253,6 +253,8 @@ func newStack(t *testing.T, cluster bool, settings map[string]string) *stack {
 		"FANOUT_COORDINATOR_PASSWORD": "test-coordinator-" + randomHex(4),
 		"FANOUT_WORKER_PASSWORD":      "test-worker-" + randomHex(4),
 		"FANOUT_CLIENT_PASSWORD":      "test-client-" + randomHex(4),
+		"FANOUT_UI_PASSWORD":          "test-ui-" + randomHex(4),
+		"FANOUT_UI_TOKEN":             "test-ui-token-" + randomHex(4),
 		"FANOUT_ADMIN_PASSWORD":       adminPassword,
 	}
 	for k, v := range settings {
