@@ -208,6 +208,9 @@ func (c *Coordinator) countItems(ctx context.Context, ref *messages.ObjectRef) (
 	n := 0
 	for line := 1; ; line++ {
 		b, err := br.ReadBytes('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return 0, unavailable(err) // b is a part of the line
+		}
 		if t := bytes.TrimSpace(b); len(t) > 0 {
 			if !json.Valid(t) {
 				return 0, messages.Errorf(messages.CodeInvalidRequest, "items_ref: line %d of %s is not JSON", line, ref.Name)
@@ -222,9 +225,6 @@ func (c *Coordinator) countItems(ctx context.Context, ref *messages.ObjectRef) (
 		}
 		if errors.Is(err, io.EOF) {
 			break
-		}
-		if err != nil {
-			return 0, unavailable(err)
 		}
 	}
 	if n == 0 {
