@@ -16,6 +16,7 @@ import (
 
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/objects"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // Wire types, shared with the coordinator (see docs/protocol.md).
@@ -77,6 +78,7 @@ type Client struct {
 	names   messages.Names
 	timeout time.Duration
 	log     zerolog.Logger
+	domain  string // JetStream domain, see WithJetStreamDomain
 
 	mu      sync.Mutex
 	streams map[string]jetstream.Stream // see stream
@@ -114,18 +116,34 @@ func WithLogger(l zerolog.Logger) Option {
 	return func(c *Client) error { c.log = l; return nil }
 }
 
+// WithJetStreamDomain reads fanout's streams through the JetStream API
+// prefix "$JS.<domain>.API" instead of the connection account's own
+// JetStream: for a client in a client account of the accounts layout
+// (docs/security.md), which imports the fanout account's JetStream API
+// under that prefix. Default: none.
+func WithJetStreamDomain(domain string) Option {
+	return func(c *Client) error {
+		if err := topology.CheckDomain(domain); err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		}
+		c.domain = domain
+		return nil
+	}
+}
+
 // New makes a client on an established connection; it does not close nc.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	c := &Client{nc: nc, js: js, names: messages.MustNames(messages.DefaultPrefix), timeout: 10 * time.Second, log: zerolog.Nop()}
+	c := &Client{nc: nc, names: messages.MustNames(messages.DefaultPrefix), timeout: 10 * time.Second, log: zerolog.Nop()}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
 		}
 	}
+	js, err := topology.JetStream(nc, c.domain)
+	if err != nil {
+		return nil, err
+	}
+	c.js = js
 	return c, nil
 }
 
@@ -228,8 +246,11 @@ func (c *Client) Wait(ctx context.Context, batchID string, onProgress func(Progr
 	}
 	if onProgress != nil {
 		sub, err := c.nc.Subscribe(c.names.Progress(batchID), func(m *nats.Msg) {
+			// Anyone in this connection's account can have a message
+			// delivered here (a reply aimed at this subject): only the
+			// batch's own progress is passed on.
 			var p Progress
-			if json.Unmarshal(m.Data, &p) == nil {
+			if json.Unmarshal(m.Data, &p) == nil && p.BatchID == batchID {
 				onProgress(p)
 			}
 		})
@@ -261,16 +282,9 @@ func (c *Client) claimOutput(ctx context.Context, r *ItemResult) error {
 	if r.OutputRef == nil || r.Output != nil {
 		return nil
 	}
-	obs, err := c.js.ObjectStore(ctx, r.OutputRef.Bucket)
+	b, err := objects.ReadRef(ctx, c.js, r.OutputRef)
 	if err != nil {
-		return fmt.Errorf("output of item %d: object store %s: %w", r.Item, r.OutputRef.Bucket, err)
-	}
-	b, err := obs.GetBytes(ctx, r.OutputRef.Name)
-	if err == nil {
-		err = objects.CheckBytes(r.OutputRef, b)
-	}
-	if err != nil {
-		return fmt.Errorf("output of item %d: object %s: %w", r.Item, r.OutputRef.Name, err)
+		return fmt.Errorf("output of item %d: %w", r.Item, err)
 	}
 	r.Output = b
 	return nil

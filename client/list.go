@@ -6,11 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // List returns the most recent batches, newest first: at most limit of
@@ -78,66 +82,91 @@ func latestOf(states []*messages.BatchState) []*messages.BatchState {
 }
 
 // eachValue calls fn with every current value of a KV bucket (none if the
-// bucket does not exist yet), reading them with one watch; a value written
-// while it reads may come twice. openHint is added to the error of opening
-// the bucket.
+// bucket does not exist yet), reading them with an ordered pull consumer
+// on the last message of each key; a value written while it reads may come
+// twice. openHint is added to the error of opening the bucket. (Pulled
+// rather than watched: a watch is a push consumer, whose delivery subject
+// would have to be exported to a client in another account, see
+// docs/security.md.)
 //
-// The watch's end of the current values can come early while keys are
-// written (the pending count it is told from is not monotonic). With
-// everyKey, for a bucket of one value per key that deletes none, the read
-// goes on until it has seen as many keys as the bucket holds.
+// The end of the current values (no message pending) can come early while
+// keys are written (the pending count is not monotonic). With everyKey, for
+// a bucket of one value per key that deletes none, the read goes on until
+// it has seen as many keys as the bucket holds.
 func (c *Client) eachValue(ctx context.Context, bucket, openHint string, everyKey bool, fn func([]byte)) error {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	kv, err := c.js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
+	stream, err := c.js.Stream(ctx, "KV_"+bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // nothing has written here yet
 	}
 	if err != nil {
 		return fmt.Errorf("open bucket %s%s: %w", bucket, openHint, err)
 	}
-	watch, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	keys := "$KV." + bucket + "."
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{keys + ">"},
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		InactiveThreshold: topology.ReaderIdle,
+	})
 	if err != nil {
 		return fmt.Errorf("read bucket %s: %w", bucket, err)
 	}
-	defer func() { _ = watch.Stop() }()
 	seen := map[string]struct{}{}
 	ended := false
-	// Once ended, a key still missing is waited for at most this long (a
-	// deleted one would never come).
-	var idle <-chan time.Time
 	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("read bucket %s: %w", bucket, ctx.Err())
-		case <-idle:
-			return nil
-		case e, ok := <-watch.Updates():
-			if !ok {
-				return fmt.Errorf("read bucket %s: the watch ended early", bucket)
+		// Until the end of the current values, take what is there; after
+		// it, a key still missing is waited for at most a second (a
+		// deleted one would never come).
+		var batch jetstream.MessageBatch
+		if ended {
+			batch, err = cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		} else {
+			batch, err = cons.FetchNoWait(256)
+		}
+		if err != nil {
+			return fmt.Errorf("read bucket %s: %w", bucket, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if meta, err := m.Metadata(); err == nil && meta.NumPending == 0 {
+				ended = true
 			}
-			if e != nil {
-				seen[e.Key()] = struct{}{}
-				fn(e.Value())
-			}
-			ended = ended || e == nil
-			if !ended {
+			switch m.Headers().Get(kvOperation) {
+			case "DEL", "PURGE":
 				continue
 			}
-			if !everyKey {
-				return nil
+			seen[strings.TrimPrefix(m.Subject(), keys)] = struct{}{}
+			fn(m.Data())
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("read bucket %s: %w", bucket, err)
+		}
+		if got == 0 {
+			if ended {
+				return nil // waited a second for the missing keys
 			}
-			st, err := kv.Status(ctx)
-			if err != nil {
-				return fmt.Errorf("read bucket %s: %w", bucket, err)
-			}
-			if uint64(len(seen)) >= st.Values() {
-				return nil
-			}
-			idle = time.After(time.Second)
+			ended = true
+		}
+		if !ended {
+			continue
+		}
+		if !everyKey {
+			return nil
+		}
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("read bucket %s: %w", bucket, err)
+		}
+		if uint64(len(seen)) >= info.State.Msgs {
+			return nil
 		}
 	}
 }
+
+// kvOperation is the header of a KV bucket's delete and purge markers.
+const kvOperation = "KV-Operation"
 
 // withTimeout bounds ctx by the request timeout when it has no deadline.
 func (c *Client) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -109,8 +109,13 @@ func (c *Client) awaitAggregate(ctx context.Context, batchID string) (*Aggregate
 		}
 		select {
 		case m := <-arrived:
-			if agg := decodeAggregate(batchID, m.Data); agg != nil {
-				return agg, nil
+			// Anyone in this connection's account can have a message
+			// delivered on this subject (a reply aimed at it): only the
+			// done stream's republish of this batch's aggregate counts.
+			if m.Header.Get(jetstream.StreamHeader) == c.names.DoneStream() && m.Header.Get(jetstream.SubjectHeader) == c.names.Done(batchID) {
+				if agg := decodeAggregate(batchID, m.Data); agg != nil {
+					return agg, nil
+				}
 			}
 		case <-recheck.C:
 			wait = min(2*wait, 2*time.Second)

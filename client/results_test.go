@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,5 +145,75 @@ func TestResultsWaitsAndRefuses(t *testing.T) {
 	bare := testenv.Server(t)
 	if _, err := collect(ctx, bare.Client, "b"); !errors.Is(err, client.ErrNoCoordinator) {
 		t.Fatalf("results without a coordinator: %v", err)
+	}
+}
+
+// Anyone in the client's account can have a message delivered on a
+// batch's progress and aggregate subjects (a reply aimed at them). Wait
+// passes on only the batch's own progress, and returns only the aggregate
+// the done stream stored: a well-formed forged aggregate on the aggregate
+// subject is ignored.
+func TestWaitIgnoresForgedMessages(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	env.Coordinator(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A worker that stops leaves its activity's consumer: the batch is
+	// accepted and waits for the next worker.
+	if err := env.Worker(nil).Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	items := []json.RawMessage{[]byte(`{"a":1}`), []byte(`{"b":2}`)}
+	r := env.Submit(client.BatchRequest{Activity: "echo", Items: items})
+	type result struct {
+		agg *client.Aggregate
+		err error
+	}
+	done := make(chan result, 1)
+	var foreign atomic.Int32
+	go func() {
+		agg, err := env.Client.Wait(ctx, r.BatchID, func(p client.Progress) {
+			if p.BatchID != r.BatchID {
+				foreign.Add(1)
+			}
+		})
+		done <- result{agg, err}
+	}()
+	// Once Wait listens on both subjects, forge what it could be fooled by.
+	for _, subject := range []string{"fanout.aggregate." + r.BatchID, "fanout.progress." + r.BatchID} {
+		deadline := time.Now().Add(10 * time.Second)
+		for !env.Server.GlobalAccount().SubscriptionInterest(subject) {
+			if time.Now().After(deadline) {
+				t.Fatalf("Wait did not subscribe to %s within 10s", subject)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// Well formed: only where it comes from gives it away.
+	forged := fmt.Sprintf(`{"batch_id":%q,"activity":"echo","status":"completed","total":2,"succeeded":0,"failed":2,"results":[{"item":0,"ok":false,"error":"forged"},{"item":1,"ok":false,"error":"forged"}]}`, r.BatchID)
+	other := `{"batch_id":"other","activity":"echo","status":"completed","total":1,"succeeded":1,"failed":0}`
+	for subject, data := range map[string]string{
+		"fanout.aggregate." + r.BatchID: forged,
+		"fanout.progress." + r.BatchID:  other,
+	} {
+		if err := env.Conn.Publish(subject, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Published before the worker starts: the real aggregate comes after.
+	env.Worker(nil)
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.agg.Status != client.StatusCompleted || res.agg.Succeeded != 2 || len(res.agg.Results) != 2 || string(res.agg.Results[1].Output) != `{"b":2}` {
+		t.Fatalf("Wait returned %+v, want the stored aggregate of two echoed items", res.agg)
+	}
+	if n := foreign.Load(); n != 0 {
+		t.Fatalf("Wait passed on %d progress events of another batch", n)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // ErrInvalidOption is wrapped by every option that rejects its value.
@@ -29,6 +30,7 @@ type config struct {
 	limits          map[string]int
 	prefetch        int
 	claimCheck      int
+	domain          string
 }
 
 func defaultConfig() config {
@@ -149,6 +151,21 @@ func WithStreams(replicas int, memory bool) Option {
 			return invalid("replicas %d: must be 1 to 5", replicas)
 		}
 		c.replicas, c.memory = replicas, memory
+		return nil
+	}
+}
+
+// WithJetStreamDomain reaches fanout's streams through the JetStream API
+// prefix "$JS.<domain>.API" instead of the connection account's own
+// JetStream: for a worker in the workers account of the accounts layout
+// (docs/security.md), which imports the fanout account's JetStream API
+// under that prefix. Default: none.
+func WithJetStreamDomain(domain string) Option {
+	return func(c *config) error {
+		if err := topology.CheckDomain(domain); err != nil {
+			return invalid("%v", err)
+		}
+		c.domain = domain
 		return nil
 	}
 }

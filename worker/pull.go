@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // Pull requests: how long one waits for messages, and how often the server
@@ -43,7 +45,7 @@ type puller struct {
 func (w *Worker) startPuller(activity string, h Handler, stream, consumer string, capacity, batchMin int) (*puller, error) {
 	p := &puller{
 		w: w, activity: activity, h: h,
-		next:     "$JS.API.CONSUMER.MSG.NEXT." + stream + "." + consumer,
+		next:     topology.APIPrefix(w.cfg.domain) + "CONSUMER.MSG.NEXT." + stream + "." + consumer,
 		capacity: capacity, batchMin: batchMin,
 		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -133,7 +134,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	// The ack loop waits on each result's publish; the timeout makes a lost
 	// answer an error rather than a wait forever.
-	js, err := jetstream.New(w.nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
+	js, err := topology.JetStream(w.nc, w.cfg.domain, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		return err
 	}
@@ -469,16 +470,11 @@ func (w *Worker) claimInput(ctx context.Context, it messages.WorkItem) (json.Raw
 	if it.InputRef == nil {
 		return it.Input, nil
 	}
-	obs, err := w.objectStore(ctx, it.InputRef.Bucket)
+	ref := *it.InputRef
+	ref.Bucket = cmp.Or(ref.Bucket, w.names.BlobBucket())
+	b, err := objects.ReadRef(ctx, w.js, &ref)
 	if err != nil {
-		return nil, err
-	}
-	b, err := obs.GetBytes(ctx, it.InputRef.Name)
-	if err == nil {
-		err = objects.CheckBytes(it.InputRef, b)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("claim check: fetching input %s: %w", it.InputRef.Name, err)
+		return nil, fmt.Errorf("claim check: fetching input: %w", err)
 	}
 	return b, nil
 }
@@ -502,9 +498,6 @@ func (w *Worker) claimOutput(ctx context.Context, wm *messages.WorkMessage, item
 }
 
 func (w *Worker) objectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
-	if bucket == "" {
-		bucket = w.names.BlobBucket()
-	}
 	w.blobsMu.Lock()
 	defer w.blobsMu.Unlock()
 	if obs, ok := w.blobs[bucket]; ok {

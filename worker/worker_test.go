@@ -322,6 +322,8 @@ func TestRegistrationErrors(t *testing.T) {
 		"max ack pending 0": worker.WithMaxAckPending(0),
 		"zero shutdown":     worker.WithShutdownTimeout(0),
 		"6 replicas":        worker.WithStreams(6, false),
+		"domain with a dot": worker.WithJetStreamDomain("a.b"),
+		"empty domain":      worker.WithJetStreamDomain(""),
 	} {
 		if _, err := worker.New(env.Conn, opt); !errors.Is(err, worker.ErrInvalidOption) {
 			t.Errorf("%s: %v, want ErrInvalidOption", name, err)

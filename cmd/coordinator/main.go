@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,7 +30,11 @@ func main() {
 	f.Int(&cfg.Topology.Replicas, "replicas", "FANOUT_REPLICAS", 1, "replicas of every stream and bucket (3 in a NATS cluster)")
 	f.Duration(&cfg.Topology.Retention, "retention", "FANOUT_RETENTION", 7*24*time.Hour, "how long finished batches' results, aggregates and state are kept; also the longest batch timeout")
 	f.Duration(&cfg.DefaultTimeout, "default-timeout", "FANOUT_DEFAULT_TIMEOUT", 0, "timeout of a batch that sets none (default: the retention, the longest a batch can run and still be counted exactly)")
-	if err := svc.Parse(os.Args[1:]); err != nil {
+	err := svc.Parse(os.Args[1:])
+	if err == nil && svc.Conn.JSDomain != "" {
+		err = errors.New("--js-domain ($NATS_JS_DOMAIN) is for workers and clients in their own accounts: the coordinator runs in the account that holds fanout's streams (docs/security.md)")
+	}
+	if err != nil {
 		svc.Exit(err)
 	}
 	cfg.URL, cfg.Prefix, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.ConnectOptions

@@ -42,7 +42,7 @@ func main() {
 			cfg.Activities = append(cfg.Activities, strings.TrimSpace(a))
 		}
 	}
-	cfg.URL, cfg.Prefix, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.ConnectOptions
+	cfg.URL, cfg.Prefix, cfg.JSDomain, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.Conn.JSDomain, svc.ConnectOptions
 	cfg.Logger, cfg.Memory, cfg.HTTPAddr = svc.Logger, svc.Memory, svc.HTTPAddr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -23,7 +23,11 @@ func (g *globals) dial() (*client.Client, func(), error) {
 	if err != nil {
 		return nil, nil, &ExitError{Code: ExitConnect, Err: err}
 	}
-	c, err := client.New(nc, client.WithPrefix(g.conn.Prefix), client.WithLogger(log))
+	opts := []client.Option{client.WithPrefix(g.conn.Prefix), client.WithLogger(log)}
+	if g.conn.JSDomain != "" {
+		opts = append(opts, client.WithJetStreamDomain(g.conn.JSDomain))
+	}
+	c, err := client.New(nc, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, usageError(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/topology"
 )
 
 // Connection is how to reach NATS. The variables are the ones the nats
@@ -33,7 +34,11 @@ type Connection struct {
 	// InboxPrefix replaces "_INBOX" in reply subjects, so that a role's
 	// permissions can allow its own replies only (NATS_INBOX_PREFIX).
 	InboxPrefix string
-	Prefix      string // FANOUT_PREFIX
+	// JSDomain reaches fanout's streams through the JetStream API prefix
+	// "$JS.<domain>.API": for workers and clients in their own accounts
+	// (NATS_JS_DOMAIN; see docs/security.md).
+	JSDomain string
+	Prefix   string // FANOUT_PREFIX
 }
 
 // Logging chooses the log output.
@@ -134,6 +139,7 @@ func (c *Connection) Register(f *Flags) {
 	f.String(&c.TLSKey, "tlskey", "NATS_KEY", "", "TLS client key file")
 	f.String(&c.TLSCA, "tlsca", "NATS_CA", "", "TLS CA certificate file to verify the server")
 	f.String(&c.InboxPrefix, "inbox-prefix", "NATS_INBOX_PREFIX", "", "prefix of this process's reply subjects instead of _INBOX (see docs/security.md)")
+	f.String(&c.JSDomain, "js-domain", "NATS_JS_DOMAIN", "", "reach fanout's JetStream through the API prefix $JS.<domain>.API, as the accounts layout of docs/security.md has workers and clients do (default: the account's own JetStream)")
 	f.String(&c.Prefix, "prefix", "FANOUT_PREFIX", messages.DefaultPrefix, "subject prefix of the fanout deployment")
 }
 
@@ -141,6 +147,11 @@ func (c *Connection) Register(f *Flags) {
 func (c *Connection) Validate() error {
 	if _, err := messages.NewNames(c.Prefix); err != nil {
 		return err
+	}
+	if c.JSDomain != "" {
+		if err := topology.CheckDomain(c.JSDomain); err != nil {
+			return err
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return fmt.Errorf("TLS: give both a client certificate and its key, or neither")

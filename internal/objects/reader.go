@@ -6,13 +6,15 @@
 // the network (one that validates or writes each line) lets them pile up in
 // the client's buffer. Measured at 1,000,000 items (96 MiB), that was 12.7
 // MiB of the coordinator's heap. Here the chunks are pulled one at a time.
+// Pulling also works from another account through the JetStream API
+// imports alone: a push consumer would need its delivery subject exported
+// to the reader's account as well.
 package objects
 
 import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash"
@@ -156,14 +158,15 @@ func OpenRef(ctx context.Context, js jetstream.JetStream, ref *messages.ObjectRe
 	return rc, nil
 }
 
-// CheckBytes reports why data is not the object ref records, or nil.
-func CheckBytes(ref *messages.ObjectRef, data []byte) error {
-	sum := sha256.Sum256(data)
-	return matches(ref, uint64(len(data)), digestOf(sum[:]))
-}
-
-func digestOf(sum []byte) string {
-	return "SHA-256=" + base64.URLEncoding.EncodeToString(sum)
+// ReadRef returns the bytes of the object ref names, checked like
+// OpenRef's: still the object ref records, its bytes its size and digest.
+func ReadRef(ctx context.Context, js jetstream.JetStream, ref *messages.ObjectRef) ([]byte, error) {
+	rc, err := OpenRef(ctx, js, ref)
+	if err != nil {
+		return nil, fmt.Errorf("object %s in %s: %w", ref.Name, ref.Bucket, err)
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
 }
 
 func matches(ref *messages.ObjectRef, size uint64, digest string) error {

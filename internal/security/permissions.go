@@ -135,7 +135,8 @@ func msgNext(s string) string       { return api + "CONSUMER.MSG.NEXT." + s + ".
 func acks(s string) string          { return "$JS.ACK." + s + ".>" }
 func flowControl(s string) string   { return "$JS.FC." + s + ".>" }
 
-// Permissions returns the permission set of every role.
+// Permissions returns the permission set of every role, for the layout
+// with every role in one account.
 //
 // Coordinator: administers the six streams (create, update, look up; never
 // delete), reads and writes the batch state and the object store, publishes
@@ -158,26 +159,40 @@ func flowControl(s string) string   { return "$JS.FC." + s + ".>" }
 // admin's.
 //
 // UI (fanout ui, the dashboard): sends status / cancel / update / redrive
-// (not submit), reads progress (core), the batch-state bucket (a watch),
-// results (direct gets and short-lived consumers), aggregates, large
-// results in the object store, the workers bucket, and the work stream's
-// consumer list and info (queued work per activity). It publishes nothing
-// else: no work, result, token or bucket write.
+// (not submit), reads progress (core), the batch-state bucket, results
+// (direct gets and short-lived consumers), aggregates, large results in
+// the object store, the workers bucket, and the work stream's consumer
+// list and info (queued work per activity). It publishes nothing else: no
+// work, result, token or bucket write.
 func Permissions(o Options) (map[Role]Permission, error) {
 	n, err := o.names()
 	if err != nil {
 		return nil, err
 	}
+	out := map[Role]Permission{Coordinator: coordinatorPermission(o, n)}
+	for _, r := range []Role{Worker, Client, UI} {
+		var p Permission
+		for _, u := range roleUses(n, r) {
+			if u.kind == useStream {
+				p.Subscribe = append(p.Subscribe, u.subject)
+			} else {
+				p.Publish = append(p.Publish, u.subject)
+			}
+		}
+		p.Subscribe = append([]string{o.InboxPrefix(r) + ".>"}, p.Subscribe...)
+		out[r] = p
+	}
+	return out, nil
+}
+
+func coordinatorPermission(o Options, n messages.Names) Permission {
 	if o.ResponseExpiry == 0 {
 		o.ResponseExpiry = DefaultResponseExpiry
 	}
 	s := StreamsOf(n)
-	p := n.Prefix
-	queue := " " + n.CoordinatorQueue()
-
 	var coord Permission
 	coord.Publish = []string{
-		n.WorkAll(), n.ControlAll(), n.ResultAll(), n.DoneAll(), p + ".progress.>", n.PokeAll(),
+		n.WorkAll(), n.ControlAll(), n.ResultAll(), n.DoneAll(), n.Prefix + ".progress.>", n.PokeAll(),
 		"$KV." + n.BatchesBucket() + ".>", "$O." + n.BlobBucket() + ".>",
 		streamPurge(s.Work), streamPurge(s.Blobs),
 		// A batch's first driver removes results stored before the batch
@@ -192,6 +207,7 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		coord.Publish = append(coord.Publish, consumerCreate(st)...)
 		coord.Publish = append(coord.Publish, durableCreate(st), consumerInfo(st), consumerDel(st), msgNext(st), acks(st), flowControl(st))
 	}
+	queue := " " + n.CoordinatorQueue()
 	for _, r := range requestSubjects(n) {
 		coord.Subscribe = append(coord.Subscribe, r+queue)
 	}
@@ -200,63 +216,110 @@ func Permissions(o Options) (map[Role]Permission, error) {
 		o.InboxPrefix(Coordinator)+".>",
 	)
 	coord.Responses = &Responses{MaxMsgs: 1, Expires: o.ResponseExpiry}
+	return coord
+}
 
-	var work Permission
-	work.Publish = []string{n.ResultAll()}
-	// topology.EnsureWorker looks up the work and results streams at start.
-	work.Publish = append(work.Publish, streamInfo(s.Work), streamInfo(s.Results))
-	work.Publish = append(work.Publish,
-		// CONSUMER.CREATE.<work stream>.work-<activity>.<prefix>.work.<activity>.>:
-		// the server checks the filter in the subject against the request.
-		api+"CONSUMER.CREATE."+s.Work+".*."+p+".work.*.>",
-		consumerInfo(s.Work), msgNext(s.Work), acks(s.Work),
-	)
-	// Heartbeats (worker/presence.go): the worker finds or creates the
-	// workers bucket (creating a bucket reads the account info) and writes
-	// and deletes its own key there.
+// use is one subject of the fanout account that a worker, a client or
+// the dashboard uses. In one account it is a permission; in the accounts layout, an
+// export of the fanout account and an import of the role's account.
+type use struct {
+	subject string // in the fanout account
+	kind    useKind
+	// many: the server answers one request with several messages (a
+	// pull), the response type "stream" of a service export.
+	many bool
+	// request: a request a coordinator answers (allow_responses).
+	request bool
+}
+
+type useKind int
+
+const (
+	// useAPI is a JetStream API request, $JS.API.<rest>: imported as
+	// $JS.<domain>.API.<rest>.
+	useAPI useKind = iota
+	// useKV is a write to a KV bucket, $KV.<bucket>.>: nats.go sends it
+	// under the API prefix too, $JS.<domain>.API.$KV.<bucket>.>.
+	useKV
+	// useService is a publish the fanout account answers or stores under
+	// its own subject: requests, results, acks, object chunks.
+	useService
+	// useStream is what the fanout account publishes and the role
+	// subscribes to.
+	useStream
+)
+
+func apiUses(subjects ...string) []use {
+	out := make([]use, len(subjects))
+	for i, s := range subjects {
+		out[i] = use{subject: s, kind: useAPI, many: strings.HasPrefix(s, api+"CONSUMER.MSG.NEXT.")}
+	}
+	return out
+}
+
+// readerUses are what reading a stream with direct gets, message gets and
+// ordered pull consumers takes (ordered consumers delete their previous
+// consumer at every reset, object reads theirs when done).
+func readerUses(st string) []use {
+	subjects := []string{streamInfo(st), msgGet(st)}
+	subjects = append(subjects, directGet(st)...)
+	subjects = append(subjects, consumerCreate(st)...)
+	return apiUses(append(subjects, consumerInfo(st), consumerDel(st), msgNext(st))...)
+}
+
+// roleUses lists what a worker, a client or the dashboard uses, in a
+// stable order.
+func roleUses(n messages.Names, r Role) []use {
+	s := StreamsOf(n)
 	workers := "KV_" + n.WorkersBucket()
-	work.Publish = append(work.Publish, "$KV."+n.WorkersBucket()+".>", streamInfo(workers), streamCreate(workers), api+"INFO")
-	// Claim checks: read inputs the coordinator stored, store outputs too
-	// large for a result message, in the blob object store.
-	work.Publish = append(work.Publish, "$O."+n.BlobBucket()+".>", streamInfo(s.Blobs), msgGet(s.Blobs))
-	work.Publish = append(work.Publish, directGet(s.Blobs)...)
-	work.Publish = append(work.Publish, consumerCreate(s.Blobs)...)
-	work.Publish = append(work.Publish, consumerInfo(s.Blobs), consumerDel(s.Blobs), msgNext(s.Blobs), flowControl(s.Blobs))
-	work.Subscribe = []string{o.InboxPrefix(Worker) + ".>"}
-
-	var cli Permission
-	cli.Publish = append(requestSubjects(n),
+	var u []use
+	switch r {
+	case Worker:
+		u = append(u, use{subject: n.ResultAll(), kind: useService})
+		// topology.EnsureWorker looks up the work and results streams at start.
+		u = append(u, apiUses(streamInfo(s.Work), streamInfo(s.Results),
+			// CONSUMER.CREATE.<work stream>.work-<activity>.<prefix>.work.<activity>.>:
+			// the server checks the filter in the subject against the request.
+			api+"CONSUMER.CREATE."+s.Work+".*."+n.Prefix+".work.*.>",
+			consumerInfo(s.Work), msgNext(s.Work))...)
+		u = append(u, use{subject: acks(s.Work), kind: useService})
+		// Heartbeats (worker/presence.go): the worker finds or creates the
+		// workers bucket (creating a bucket reads the account info) and
+		// writes and deletes its own key there.
+		u = append(u, use{subject: "$KV." + n.WorkersBucket() + ".>", kind: useKV})
+		u = append(u, apiUses(streamInfo(workers), streamCreate(workers), api+"INFO")...)
+		// Claim checks: read inputs the coordinator stored, store outputs
+		// too large for a result message, in the blob object store.
+		// (nats.go publishes object chunks under $O without the API
+		// prefix.)
+		u = append(u, use{subject: "$O." + n.BlobBucket() + ".>", kind: useService})
+		u = append(u, readerUses(s.Blobs)...)
+	case Client:
+		for _, r := range requestSubjects(n) {
+			u = append(u, use{subject: r, kind: useService, request: true})
+		}
 		// The nats tool finds the stream of a subject with it (nats sub --last).
-		api+"STREAM.NAMES",
-	)
-	// ... and lists the live workers from the workers bucket (fanout workers).
-	for _, st := range []string{s.Results, s.Done, s.Blobs, workers} {
-		cli.Publish = append(cli.Publish, streamInfo(st), msgGet(st))
-		cli.Publish = append(cli.Publish, directGet(st)...)
-		cli.Publish = append(cli.Publish, consumerCreate(st)...)
-		// Ordered consumers delete their previous consumer on every reset
-		// (each Fetch), object reads theirs when done. Consumer names are
-		// random and the client may not list them, so it cannot find the
-		// coordinator's consumers to delete them.
-		cli.Publish = append(cli.Publish, consumerInfo(st), consumerDel(st), msgNext(st), flowControl(st))
+		u = append(u, apiUses(api+"STREAM.NAMES")...)
+		// ... and lists the live workers from the workers bucket (fanout
+		// workers). Consumer names are random and the client may not list
+		// them, so it cannot find the coordinator's consumers to delete them.
+		for _, st := range []string{s.Results, s.Done, s.Blobs, workers} {
+			u = append(u, readerUses(st)...)
+		}
+		for _, st := range []string{n.Prefix + ".progress.>", n.ResultAll(), n.DoneAll(), n.AggregateAll()} {
+			u = append(u, use{subject: st, kind: useStream})
+		}
+	case UI:
+		for _, r := range requestSubjects(n)[1:] { // not submit
+			u = append(u, use{subject: r, kind: useService, request: true})
+		}
+		for _, st := range []string{s.Batches, s.Results, s.Done, s.Blobs, workers} {
+			u = append(u, readerUses(st)...)
+		}
+		u = append(u, apiUses(streamInfo(s.Work), api+"CONSUMER.LIST."+s.Work, consumerInfo(s.Work))...)
+		u = append(u, use{subject: n.Prefix + ".progress.>", kind: useStream})
 	}
-	cli.Subscribe = []string{
-		o.InboxPrefix(Client) + ".>",
-		p + ".progress.>", n.ResultAll(), n.DoneAll(), n.AggregateAll(),
-	}
-
-	var dash Permission
-	dash.Publish = []string{n.Status(), n.Cancel(), n.Update(), n.Redrive()}
-	for _, st := range []string{s.Batches, s.Results, s.Done, s.Blobs, workers} {
-		dash.Publish = append(dash.Publish, streamInfo(st), msgGet(st))
-		dash.Publish = append(dash.Publish, directGet(st)...)
-		dash.Publish = append(dash.Publish, consumerCreate(st)...)
-		dash.Publish = append(dash.Publish, consumerInfo(st), consumerDel(st), msgNext(st), flowControl(st))
-	}
-	dash.Publish = append(dash.Publish, streamInfo(s.Work), api+"CONSUMER.LIST."+s.Work, consumerInfo(s.Work))
-	dash.Subscribe = []string{o.InboxPrefix(UI) + ".>", p + ".progress.>"}
-
-	return map[Role]Permission{Coordinator: coord, Worker: work, Client: cli, UI: dash}, nil
+	return u
 }
 
 // requestSubjects are the request/reply subjects the coordinators serve.

@@ -20,9 +20,11 @@ import (
 
 // Config configures the worker process.
 type Config struct {
-	URL             string
-	ConnectOptions  []nats.Option
-	Prefix          string
+	URL            string
+	ConnectOptions []nats.Option
+	Prefix         string
+	// JSDomain: see worker.WithJetStreamDomain.
+	JSDomain        string
 	Name            string
 	Concurrency     int
 	Prefetch        int
@@ -53,6 +55,9 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	}
 	if cfg.Prefix != "" {
 		opts = append(opts, worker.WithPrefix(cfg.Prefix))
+	}
+	if cfg.JSDomain != "" {
+		opts = append(opts, worker.WithJetStreamDomain(cfg.JSDomain))
 	}
 	if cfg.Name != "" {
 		opts = append(opts, worker.WithName(cfg.Name))
