@@ -31,7 +31,12 @@ const (
 	UI          Role = "ui"
 )
 
-// Roles lists every role, in a stable order.
+// Admin is an operator's user (nats stream ls, fanout ls): no limits, in
+// the account of fanout's streams. It is not a process role: Roles leaves
+// it out.
+const Admin Role = "admin"
+
+// Roles lists every role of a fanout process, in a stable order.
 func Roles() []Role { return []Role{Coordinator, Worker, Client, UI} }
 
 // DefaultResponseExpiry is how long the coordinator may take to answer a
@@ -230,6 +235,9 @@ type use struct {
 	many bool
 	// request: a request a coordinator answers (allow_responses).
 	request bool
+	// oneAccount: of no use across accounts, left out of the accounts
+	// layout.
+	oneAccount bool
 }
 
 type useKind int
@@ -307,7 +315,11 @@ func roleUses(n messages.Names, r Role) []use {
 			u = append(u, readerUses(st)...)
 		}
 		for _, st := range []string{n.Prefix + ".progress.>", n.ResultAll(), n.DoneAll(), n.AggregateAll()} {
-			u = append(u, use{subject: st, kind: useStream})
+			// Results come from workers; in the accounts layout through a
+			// service import, and the server passes no message that came
+			// through one on to a stream export: a client account reads
+			// results from the results stream.
+			u = append(u, use{subject: st, kind: useStream, oneAccount: st == n.ResultAll()})
 		}
 	case UI:
 		for _, r := range requestSubjects(n)[1:] { // not submit
@@ -363,67 +375,93 @@ type User struct {
 	// a server with tls { verify_and_map: true }: the certificate's
 	// subject ("CN=worker,O=example") or one of its SAN e-mails or DNS names.
 	CertSubject string
+	// Account is the client account of a client user in the accounts
+	// layout (AccountsConfig): one of Accounts.Clients, the first when
+	// empty. Other roles have one account each and leave it empty.
+	Account string
 }
 
 // ServerConfig renders the permission sets and users as a nats-server
-// configuration fragment: one variable per role that has users
-// (COORDINATOR, WORKER, CLIENT, UI) and an authorization block. Paste it into the server's
-// configuration next to listen, jetstream and so on.
+// configuration fragment for the layout with every role in one account:
+// one variable per role that has users (COORDINATOR, WORKER, CLIENT, UI)
+// and an authorization block. Admin users get no limits. Paste it into the
+// server's configuration next to listen, jetstream and so on.
 func ServerConfig(o Options, users []User) (string, error) {
 	perms, err := Permissions(o)
 	if err != nil {
 		return "", err
 	}
-	used := map[Role]bool{}
-	for _, u := range users {
-		used[u.Role] = true
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# fanout least-privilege permissions, prefix %q.\n", prefixOf(o))
-	for _, r := range Roles() {
-		if !used[r] {
-			continue // the server refuses unused variables
-		}
-		p := perms[r]
-		fmt.Fprintf(&b, "\n# %s: connections must use the inbox prefix %q.\n", r, o.InboxPrefix(r))
-		fmt.Fprintf(&b, "%s = {\n", strings.ToUpper(string(r)))
-		writeList(&b, "publish", p.Publish)
-		writeList(&b, "subscribe", p.Subscribe)
-		if p.Responses != nil {
-			fmt.Fprintf(&b, "  allow_responses: { max: %d, expires: %q }\n", p.Responses.MaxMsgs, p.Responses.Expires.String())
-		}
-		b.WriteString("}\n")
+	if err := writeRoleVars(&b, o.InboxPrefix, perms, users); err != nil {
+		return "", err
 	}
 	b.WriteString("\nauthorization {\n  users = [\n")
 	for _, u := range users {
-		if _, ok := perms[u.Role]; !ok {
-			return "", fmt.Errorf("user %q: unknown role %q", u.Name+u.NKey, u.Role)
+		entry, err := userEntry(u)
+		if err != nil {
+			return "", err
 		}
-		var id string
-		kinds := 0
-		for _, v := range []string{u.Name, u.NKey, u.CertSubject} {
-			if v != "" {
-				kinds++
-			}
-		}
-		switch {
-		case kinds != 1:
-			return "", fmt.Errorf("user %q: give exactly one of a name, an nkey or a certificate subject", u.Name+u.NKey+u.CertSubject)
-		case u.NKey != "" && u.Password == "" && u.PasswordVar == "":
-			id = "nkey: " + quote(u.NKey)
-		case u.CertSubject != "" && u.Password == "" && u.PasswordVar == "":
-			id = "user: " + quote(u.CertSubject)
-		case u.Name != "" && u.PasswordVar != "" && u.Password == "":
-			id = "user: " + quote(u.Name) + ", password: $" + u.PasswordVar
-		case u.Name != "" && u.Password != "" && u.PasswordVar == "":
-			id = "user: " + quote(u.Name) + ", password: " + quote(u.Password)
-		default:
-			return "", fmt.Errorf("user %q: a named user needs a password or a password variable (and nkey or certificate users neither)", u.Name+u.NKey+u.CertSubject)
-		}
-		fmt.Fprintf(&b, "    { %s, permissions: $%s }\n", id, strings.ToUpper(string(u.Role)))
+		fmt.Fprintf(&b, "    %s\n", entry)
 	}
 	b.WriteString("  ]\n}\n")
 	return b.String(), nil
+}
+
+// writeRoleVars writes one permission variable per role that has users
+// (the server refuses unused variables), after checking every user's role.
+func writeRoleVars(b *strings.Builder, inbox func(Role) string, perms map[Role]Permission, users []User) error {
+	used := map[Role]bool{}
+	for _, u := range users {
+		if _, ok := perms[u.Role]; !ok && u.Role != Admin {
+			return fmt.Errorf("user %q: unknown role %q", u.Name+u.NKey+u.CertSubject, u.Role)
+		}
+		used[u.Role] = true
+	}
+	for _, r := range Roles() {
+		if !used[r] {
+			continue
+		}
+		p := perms[r]
+		fmt.Fprintf(b, "\n# %s: connections must use the inbox prefix %q.\n", r, inbox(r))
+		fmt.Fprintf(b, "%s = {\n", strings.ToUpper(string(r)))
+		writeList(b, "publish", p.Publish)
+		writeList(b, "subscribe", p.Subscribe)
+		if p.Responses != nil {
+			fmt.Fprintf(b, "  allow_responses: { max: %d, expires: %q }\n", p.Responses.MaxMsgs, p.Responses.Expires.String())
+		}
+		b.WriteString("}\n")
+	}
+	return nil
+}
+
+// userEntry renders one user of a users list.
+func userEntry(u User) (string, error) {
+	var id string
+	kinds := 0
+	for _, v := range []string{u.Name, u.NKey, u.CertSubject} {
+		if v != "" {
+			kinds++
+		}
+	}
+	switch {
+	case kinds != 1:
+		return "", fmt.Errorf("user %q: give exactly one of a name, an nkey or a certificate subject", u.Name+u.NKey+u.CertSubject)
+	case u.NKey != "" && u.Password == "" && u.PasswordVar == "":
+		id = "nkey: " + quote(u.NKey)
+	case u.CertSubject != "" && u.Password == "" && u.PasswordVar == "":
+		id = "user: " + quote(u.CertSubject)
+	case u.Name != "" && u.PasswordVar != "" && u.Password == "":
+		id = "user: " + quote(u.Name) + ", password: $" + u.PasswordVar
+	case u.Name != "" && u.Password != "" && u.PasswordVar == "":
+		id = "user: " + quote(u.Name) + ", password: " + quote(u.Password)
+	default:
+		return "", fmt.Errorf("user %q: a named user needs a password or a password variable (and nkey or certificate users neither)", u.Name+u.NKey+u.CertSubject)
+	}
+	if u.Role == Admin {
+		return "{ " + id + " }", nil
+	}
+	return fmt.Sprintf("{ %s, permissions: $%s }", id, strings.ToUpper(string(u.Role))), nil
 }
 
 func prefixOf(o Options) string {

@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/fanoutdev/fanout/internal/security"
 )
 
 // With the least-privilege roles a worker writes its heartbeat (creating
@@ -17,7 +15,10 @@ import (
 // (client.List, fanout ls): that reads the batch-state bucket.
 func TestLeastPrivilegePresenceAndReads(t *testing.T) {
 	t.Parallel()
-	d := newDeployment(t, security.Options{})
+	eachLayout(t, testPresenceAndReads)
+}
+
+func testPresenceAndReads(t *testing.T, d *deployment) {
 	n := d.names
 	r := d.start()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -50,16 +51,13 @@ func TestLeastPrivilegePresenceAndReads(t *testing.T) {
 	}
 	r.clientRec.await(t, subject)
 
-	denied(t, r.clientRec, "$JS.API.STREAM.INFO.KV_"+n.BatchesBucket(), func(ctx context.Context) error {
+	denied(t, r.clientRec, d.api("$JS.API.STREAM.INFO.KV_"+n.BatchesBucket()), func(ctx context.Context) error {
 		_, err := r.client.List(ctx, 10)
 		return err
 	})
 	// Nor may the worker read the heartbeats of the others.
-	wjs, err := jetstream.New(r.workerNC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	denied(t, r.workerRec, "$JS.API.CONSUMER.CREATE.KV_"+n.WorkersBucket(), func(ctx context.Context) error {
+	wjs := d.js(r.workerNC)
+	denied(t, r.workerRec, d.api("$JS.API.CONSUMER.CREATE.KV_"+n.WorkersBucket()), func(ctx context.Context) error {
 		_, err := wjs.OrderedConsumer(ctx, "KV_"+n.WorkersBucket(), jetstream.OrderedConsumerConfig{})
 		return err
 	})

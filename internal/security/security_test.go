@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/fanoutdev/fanout/internal/coordinator"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/security"
+	"github.com/fanoutdev/fanout/internal/topology"
 	"github.com/fanoutdev/fanout/worker"
 )
 
@@ -32,7 +34,8 @@ func secret(t *testing.T) string {
 }
 
 // deployment is a nats-server with authentication on and one user per
-// role, configured from security.ServerConfig.
+// role: in one account, configured from security.ServerConfig, or in the
+// accounts layout the compose files ship (deploy/nats/auth.conf).
 type deployment struct {
 	t     *testing.T
 	srv   *server.Server
@@ -40,6 +43,9 @@ type deployment struct {
 	opts  security.Options
 	names messages.Names
 	pass  map[security.Role]string
+	// domain is the workers' and clients' JetStream domain: set in the
+	// accounts layout, empty in one account.
+	domain string
 }
 
 // maxPayload is small enough that an aggregate of a few thousand items is
@@ -63,13 +69,58 @@ func newDeployment(t *testing.T, opts security.Options) *deployment {
 	return d
 }
 
+// newAccountsDeployment runs the shipped accounts layout: the text of
+// deploy/nats/auth.conf (TestComposeAuthConf keeps it what
+// security.AccountsConfig makes), its password variables defined in the
+// configuration rather than the environment.
+func newAccountsDeployment(t *testing.T) *deployment {
+	t.Helper()
+	shipped, err := os.ReadFile(authConfPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &deployment{t: t, names: messages.MustNames(""), pass: map[security.Role]string{}, domain: messages.DefaultPrefix}
+	var vars strings.Builder
+	for _, r := range append(security.Roles(), security.Admin) {
+		d.pass[r] = secret(t)
+		fmt.Fprintf(&vars, "%s: %q\n", passwordVar(r), d.pass[r])
+	}
+	d.srv = startServer(t, fmt.Sprintf("max_payload: %d\n%s%s", maxPayload, vars.String(), shipped))
+	d.url = d.srv.ClientURL()
+	return d
+}
+
+// inbox is the inbox prefix a role's connections use.
+func (d *deployment) inbox(r security.Role) string {
+	if d.domain != "" && r != security.Coordinator {
+		return "_INBOX"
+	}
+	return d.opts.InboxPrefix(r)
+}
+
+// api is the subject under which a worker or a client sends the JetStream
+// API request subject ("$JS.API.<rest>").
+func (d *deployment) api(subject string) string {
+	return topology.APIPrefix(d.domain) + strings.TrimPrefix(subject, "$JS.API.")
+}
+
+// js is the JetStream context of a worker's or client's connection.
+func (d *deployment) js(nc *nats.Conn) jetstream.JetStream {
+	d.t.Helper()
+	js, err := topology.JetStream(nc, d.domain)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return js
+}
+
 // options are the connect options of a role: its user, its inbox prefix,
 // and rec for asynchronous errors.
 func (d *deployment) options(r security.Role, rec *recorder) []nats.Option {
 	return []nats.Option{
 		nats.Name("test " + string(r)),
 		nats.UserInfo(string(r), d.pass[r]),
-		nats.CustomInboxPrefix(d.opts.InboxPrefix(r)),
+		nats.CustomInboxPrefix(d.inbox(r)),
 		rec.option(),
 	}
 }
@@ -106,12 +157,15 @@ func (d *deployment) startCoordinator(rec *recorder) {
 	})
 }
 
-func (d *deployment) startWorker(nc *nats.Conn, rec *recorder) {
+func (d *deployment) startWorker(nc *nats.Conn, rec *recorder, opts ...worker.Option) {
 	t := d.t
 	t.Helper()
-	opts := []worker.Option{worker.WithLogger(testLogger(t))}
+	opts = append(opts, worker.WithLogger(testLogger(t)))
 	if d.opts.Prefix != "" {
 		opts = append(opts, worker.WithPrefix(d.opts.Prefix))
+	}
+	if d.domain != "" {
+		opts = append(opts, worker.WithJetStreamDomain(d.domain))
 	}
 	w, err := worker.New(nc, opts...)
 	if err != nil {
@@ -128,6 +182,23 @@ func (d *deployment) startWorker(nc *nats.Conn, rec *recorder) {
 		defer cancel()
 		_ = w.Stop(ctx)
 	})
+}
+
+// newClient is a fanout client on a client's connection.
+func (d *deployment) newClient(nc *nats.Conn) *client.Client {
+	d.t.Helper()
+	var opts []client.Option
+	if d.opts.Prefix != "" {
+		opts = append(opts, client.WithPrefix(d.opts.Prefix))
+	}
+	if d.domain != "" {
+		opts = append(opts, client.WithJetStreamDomain(d.domain))
+	}
+	c, err := client.New(nc, opts...)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return c
 }
 
 func echoItems(n, size int) []json.RawMessage {
@@ -163,21 +234,14 @@ type roles struct {
 	coordRec, workerRec, clientRec *recorder
 }
 
-func (d *deployment) start() *roles {
+func (d *deployment) start(workerOpts ...worker.Option) *roles {
 	d.t.Helper()
 	r := &roles{coordRec: newRecorder(), workerRec: newRecorder(), clientRec: newRecorder()}
 	d.startCoordinator(r.coordRec)
 	r.workerNC = d.connect(security.Worker, r.workerRec)
-	d.startWorker(r.workerNC, r.workerRec)
+	d.startWorker(r.workerNC, r.workerRec, workerOpts...)
 	r.clientNC = d.connect(security.Client, r.clientRec)
-	var err error
-	var opts []client.Option
-	if d.opts.Prefix != "" {
-		opts = append(opts, client.WithPrefix(d.opts.Prefix))
-	}
-	if r.client, err = client.New(r.clientNC, opts...); err != nil {
-		d.t.Fatal(err)
-	}
+	r.client = d.newClient(r.clientNC)
 	return r
 }
 
@@ -229,7 +293,30 @@ func (r *roles) noViolations(t *testing.T) {
 // role, and a connection without credentials is refused.
 func TestLeastPrivilege(t *testing.T) {
 	t.Parallel()
-	d := newDeployment(t, security.Options{})
+	eachLayout(t, testLeastPrivilege)
+}
+
+// layouts are the two ways of placing the roles: every role in one
+// account (ServerConfig), or the shipped accounts layout (AccountsConfig).
+var layouts = []struct {
+	name string
+	new  func(*testing.T) *deployment
+}{
+	{"one account", func(t *testing.T) *deployment { return newDeployment(t, security.Options{}) }},
+	{"accounts", newAccountsDeployment},
+}
+
+// eachLayout runs test in each layout, in parallel.
+func eachLayout(t *testing.T, test func(*testing.T, *deployment)) {
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, l.new(t))
+		})
+	}
+}
+
+func testLeastPrivilege(t *testing.T, d *deployment) {
 	n := d.names
 	s := security.StreamsOf(n)
 	r := d.start()
@@ -282,10 +369,7 @@ func TestLeastPrivilege(t *testing.T) {
 
 	// The client reads a batch's results from the results stream with an
 	// ordered consumer.
-	js, err := jetstream.New(clientNC)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := d.js(clientNC)
 	cons, err := js.OrderedConsumer(ctx, s.Results, jetstream.OrderedConsumerConfig{FilterSubjects: []string{n.ResultBatchFilter(batch)}})
 	if err != nil {
 		t.Fatalf("client ordered consumer on %s: %v", s.Results, err)
@@ -341,10 +425,7 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Fatal(err)
 		}
 		workerRec.await(t, work)
-		wjs, err := jetstream.New(workerNC)
-		if err != nil {
-			t.Fatal(err)
-		}
+		wjs := d.js(workerNC)
 		if err := denied(t, workerRec, n.Work("echo", "forged2"), func(ctx context.Context) error {
 			_, err := wjs.Publish(ctx, n.Work("echo", "forged2"), []byte(`{}`))
 			return err
@@ -358,18 +439,18 @@ func TestLeastPrivilege(t *testing.T) {
 			}
 			workerRec.await(t, subj)
 		}
-		denied(t, workerRec, "$JS.API.STREAM.CREATE.FORGED", func(ctx context.Context) error {
+		denied(t, workerRec, d.api("$JS.API.STREAM.CREATE.FORGED"), func(ctx context.Context) error {
 			_, err := wjs.CreateStream(ctx, jetstream.StreamConfig{Name: "FORGED", Subjects: []string{"forged.>"}})
 			return err
 		})
-		denied(t, workerRec, "$JS.API.STREAM.PURGE."+s.Work, func(ctx context.Context) error {
+		denied(t, workerRec, d.api("$JS.API.STREAM.PURGE."+s.Work), func(ctx context.Context) error {
 			st, err := wjs.Stream(ctx, s.Work)
 			if err != nil {
 				return err
 			}
 			return st.Purge(ctx)
 		})
-		denied(t, workerRec, "$JS.API.STREAM.UPDATE."+s.Work, func(ctx context.Context) error {
+		denied(t, workerRec, d.api("$JS.API.STREAM.UPDATE."+s.Work), func(ctx context.Context) error {
 			_, err := wjs.UpdateStream(ctx, jetstream.StreamConfig{Name: s.Work, Subjects: []string{n.WorkAll()}, Retention: jetstream.WorkQueuePolicy})
 			return err
 		})
@@ -379,38 +460,41 @@ func TestLeastPrivilege(t *testing.T) {
 	})
 
 	t.Run("worker cannot read FANOUT_BATCHES", func(t *testing.T) {
-		wjs, err := jetstream.New(workerNC)
-		if err != nil {
-			t.Fatal(err)
-		}
+		wjs := d.js(workerNC)
 		// Not even the bucket's stream info: a worker needs only the work
 		// and results streams.
-		denied(t, workerRec, "$JS.API.STREAM.INFO."+s.Batches, func(ctx context.Context) error {
+		denied(t, workerRec, d.api("$JS.API.STREAM.INFO."+s.Batches), func(ctx context.Context) error {
 			_, err := wjs.KeyValue(ctx, n.BatchesBucket())
 			return err
 		})
-		denied(t, workerRec, "$JS.API.DIRECT.GET."+s.Batches, func(ctx context.Context) error {
-			_, err := workerNC.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+s.Batches+".$KV."+n.BatchesBucket()+"."+batch, nil)
+		denied(t, workerRec, d.api("$JS.API.DIRECT.GET."+s.Batches), func(ctx context.Context) error {
+			_, err := workerNC.RequestWithContext(ctx, d.api("$JS.API.DIRECT.GET."+s.Batches+".$KV."+n.BatchesBucket()+"."+batch), nil)
 			return err
 		})
-		denied(t, workerRec, "$JS.API.STREAM.MSG.GET."+s.Batches, func(ctx context.Context) error {
-			_, err := workerNC.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.Batches,
+		denied(t, workerRec, d.api("$JS.API.STREAM.MSG.GET."+s.Batches), func(ctx context.Context) error {
+			_, err := workerNC.RequestWithContext(ctx, d.api("$JS.API.STREAM.MSG.GET."+s.Batches),
 				[]byte(`{"last_by_subj":"$KV.`+n.BatchesBucket()+`.`+batch+`"}`))
 			return err
 		})
-		denied(t, workerRec, "$JS.API.CONSUMER.CREATE."+s.Batches, func(ctx context.Context) error {
+		denied(t, workerRec, d.api("$JS.API.CONSUMER.CREATE."+s.Batches), func(ctx context.Context) error {
 			_, err := wjs.OrderedConsumer(ctx, s.Batches, jetstream.OrderedConsumerConfig{})
 			return err
 		})
 		// Nor see the values go by: not the bucket's subjects, not the
 		// coordinator's or the client's inbox (where the coordinator's
-		// reads and the client's replies arrive), not every inbox.
-		for _, subj := range []string{
+		// reads and the client's replies arrive), not every inbox (in the
+		// accounts layout "_INBOX.>" is the worker's own: its account
+		// holds workers only).
+		subjects := []string{
 			"$KV." + n.BatchesBucket() + ".>",
 			d.opts.InboxPrefix(security.Coordinator) + ".>",
 			d.opts.InboxPrefix(security.Client) + ".>",
-			"_INBOX.>", ">",
-		} {
+			">",
+		}
+		if d.domain == "" {
+			subjects = append(subjects, "_INBOX.>")
+		}
+		for _, subj := range subjects {
 			if _, err := workerNC.Subscribe(subj, func(*nats.Msg) {}); err != nil {
 				t.Fatal(err)
 			}
@@ -434,18 +518,18 @@ func TestLeastPrivilege(t *testing.T) {
 			clientRec.await(t, subj)
 		}
 		// Nor pull work (and so ack it away).
-		denied(t, clientRec, "$JS.API.CONSUMER.MSG.NEXT."+s.Work, func(ctx context.Context) error {
-			_, err := clientNC.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT."+s.Work+"."+n.WorkConsumer("echo"), []byte(`{"batch":1}`))
+		denied(t, clientRec, d.api("$JS.API.CONSUMER.MSG.NEXT."+s.Work), func(ctx context.Context) error {
+			_, err := clientNC.RequestWithContext(ctx, d.api("$JS.API.CONSUMER.MSG.NEXT."+s.Work+"."+n.WorkConsumer("echo")), []byte(`{"batch":1}`))
 			return err
 		})
 		// Nor read the batch state: status goes through the coordinator.
-		denied(t, clientRec, "$JS.API.STREAM.INFO."+s.Batches, func(ctx context.Context) error {
+		denied(t, clientRec, d.api("$JS.API.STREAM.INFO."+s.Batches), func(ctx context.Context) error {
 			_, err := js.KeyValue(ctx, n.BatchesBucket())
 			return err
 		})
 		// Nor list the consumers of the results stream (the coordinator's
 		// among them).
-		denied(t, clientRec, "$JS.API.CONSUMER.NAMES."+s.Results, func(ctx context.Context) error {
+		denied(t, clientRec, d.api("$JS.API.CONSUMER.NAMES."+s.Results), func(ctx context.Context) error {
 			st, err := js.Stream(ctx, s.Results)
 			if err != nil {
 				return err
@@ -566,7 +650,7 @@ func TestServerConfigRefusesBadUsers(t *testing.T) {
 		"name and nkey":         {Role: security.Worker, Name: "w", Password: "p", NKey: "UABC"},
 		"nkey with password":    {Role: security.Worker, NKey: "UABC", Password: "p"},
 		"password and variable": {Role: security.Worker, Name: "w", Password: "p", PasswordVar: "P"},
-		"unknown role":          {Role: "admin", Name: "w", Password: "p"},
+		"unknown role":          {Role: "root", Name: "w", Password: "p"},
 	} {
 		if _, err := security.ServerConfig(security.Options{}, []security.User{u}); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -20,7 +20,10 @@ import (
 // runs every action without a permission violation, and may not submit.
 func TestUIRole(t *testing.T) {
 	t.Parallel()
-	d := newDeployment(t, security.Options{})
+	eachLayout(t, testUIRole)
+}
+
+func testUIRole(t *testing.T, d *deployment) {
 	r := d.start()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -46,10 +49,7 @@ func TestUIRole(t *testing.T) {
 	}
 
 	rec := newRecorder()
-	c, err := client.New(d.connect(security.UI, rec))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := d.newClient(d.connect(security.UI, rec))
 	dash, err := ui.New(ui.Config{Client: c})
 	if err != nil {
 		t.Fatal(err)

@@ -17,24 +17,31 @@ import (
 	"github.com/fanoutdev/fanout/client"
 )
 
-// connect connects to the published NATS port(s), reconnecting for ever.
+// connect connects to the published NATS port(s), reconnecting for ever:
+// as admin, in the account of fanout's streams (for looking at them), and
+// as the client user, in the client account, for the fanout client that
+// submits and reads the batches across the account boundary.
 func connect(t *testing.T, ports ...int) (*nats.Conn, *client.Client) {
 	t.Helper()
 	var urls []string
 	for _, p := range ports {
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
-	nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("compose-test"), nats.UserInfo("admin", adminPassword),
-		nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.Timeout(5*time.Second))
-	if err != nil {
-		t.Fatalf("connect to %v: %v", urls, err)
+	dial := func(user, password string) *nats.Conn {
+		nc, err := nats.Connect(strings.Join(urls, ","), nats.Name("compose-test "+user), nats.UserInfo(user, password),
+			nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.Timeout(5*time.Second))
+		if err != nil {
+			t.Fatalf("connect to %v as %s: %v", urls, user, err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
 	}
-	t.Cleanup(nc.Close)
-	c, err := client.New(nc, client.WithRequestTimeout(5*time.Second))
+	admin := dial("admin", adminPassword)
+	c, err := client.New(dial("client", clientPassword), client.WithRequestTimeout(5*time.Second), client.WithJetStreamDomain("fanout"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, c
+	return admin, c
 }
 
 // batch is a submitted batch and how to check its outputs.

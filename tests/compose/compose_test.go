@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fanoutdev/fanout/client"
 )
 
 // TestCompose runs docker-compose.yml: one NATS server, a coordinator, 3
@@ -83,6 +86,19 @@ func TestCompose(t *testing.T) {
 	checkExact(ctx, t, c, long, sha, echo)
 	s.waitHealthy(ctx, "nats", 1, time.Minute)
 	logf("all batches exact")
+
+	// The cli service, as the client user in the client account: a
+	// batch's state (a request to the coordinators) and the live workers
+	// (read from the workers bucket through the imported JetStream API).
+	var st client.Progress
+	if err := json.Unmarshal([]byte(s.cli(ctx, "status", "--json", sha.id)), &st); err != nil || st.BatchID != sha.id || st.Status != client.StatusCompleted {
+		t.Fatalf("cli status: %+v, %v", st, err)
+	}
+	var ws []client.WorkerPresence
+	if err := json.Unmarshal([]byte(s.cli(ctx, "workers", "--json")), &ws); err != nil || len(ws) == 0 || !slices.Contains(ws[0].Activities, "sha256") {
+		t.Fatalf("cli workers: %+v, %v", ws, err)
+	}
+	logf("cli service: status and %d live workers", len(ws))
 }
 
 // TestComposeCluster runs docker-compose.cluster.yml: three NATS nodes,

@@ -17,8 +17,11 @@ import (
 	"time"
 )
 
-// adminPassword is the compose test's password of the NATS admin user.
-var adminPassword = "test-admin-" + randomHex(6)
+// The compose test's passwords of the NATS admin and client users.
+var (
+	adminPassword  = "test-admin-" + randomHex(6)
+	clientPassword = "test-client-" + randomHex(6)
+)
 
 // requireDockerEnv is the variable that turns a missing Docker into a
 // failure instead of a skip.
@@ -252,7 +255,7 @@ func newStack(t *testing.T, cluster bool, settings map[string]string) *stack {
 		// Auth is on: one user per role, and admin for the test itself.
 		"FANOUT_COORDINATOR_PASSWORD": "test-coordinator-" + randomHex(4),
 		"FANOUT_WORKER_PASSWORD":      "test-worker-" + randomHex(4),
-		"FANOUT_CLIENT_PASSWORD":      "test-client-" + randomHex(4),
+		"FANOUT_CLIENT_PASSWORD":      clientPassword,
 		"FANOUT_UI_PASSWORD":          "test-ui-" + randomHex(4),
 		"FANOUT_UI_TOKEN":             "test-ui-token-" + randomHex(4),
 		"FANOUT_ADMIN_PASSWORD":       adminPassword,
@@ -272,6 +275,13 @@ func (s *stack) script(ctx context.Context, args ...string) (string, error) {
 		full = append(full, "--cluster")
 	}
 	return run(ctx, s.root, s.env, "bash", append(full, args...)...)
+}
+
+// cli runs the fanout CLI in the stack's cli service and returns what it
+// printed.
+func (s *stack) cli(ctx context.Context, args ...string) string {
+	s.t.Helper()
+	return s.mustScript(ctx, append([]string{"compose", "--profile", "cli", "run", "--rm", "-T", "cli"}, args...)...)
 }
 
 func (s *stack) mustScript(ctx context.Context, args ...string) string {
