@@ -1,10 +1,14 @@
 // Package security builds fanout's least-privilege NATS permission sets,
 // one per role (coordinator, worker, client), from the subject prefix, and
 // renders them as nats-server configuration, as server.Options users and
-// as JWT user permissions. docs/security.md and the compose setup are
-// generated from here, and the tests in this package prove the sets are
-// both sufficient (a batch runs end to end) and tight (a worker cannot
-// submit, publish work or read the batch state).
+// as JWT user permissions: every role in one account (ServerConfig), or
+// the accounts layout (AccountsConfig), where fanout's streams and
+// coordinators have an account of their own and workers and clients reach
+// it only through what it exports to them. docs/security.md and the
+// compose setup are generated from here, and the tests in this package
+// prove the sets are both sufficient (a batch runs end to end) and tight
+// (a worker cannot submit, publish work or read the batch state; in the
+// accounts layout no reply a worker or a client aims reaches the streams).
 package security
 
 import (
