@@ -33,6 +33,58 @@ type ActivityQueue struct {
 	LastDelivered time.Time
 }
 
+// Unserved reports whether the activity has work that no worker is there
+// to take: work queued or running, no live worker serving the activity
+// (live: its heartbeat in FANOUT_WORKERS is current and it is not
+// draining), and no pull request waiting (a worker that writes no
+// heartbeat, in another language say, still pulls).
+func (q ActivityQueue) Unserved(live int) bool {
+	return live == 0 && q.WaitingPulls == 0 && q.Queued+uint64(q.Running) > 0
+}
+
+// LiveWorkers counts the live workers among ws that serve activity and
+// are not draining.
+func LiveWorkers(ws []WorkerPresence, activity string) int {
+	n := 0
+	for _, w := range ws {
+		if slices.Contains(w.Activities, activity) && !w.Draining {
+			n++
+		}
+	}
+	return n
+}
+
+// Serving returns the work queued for one activity and how many live
+// workers serve it; see ActivityQueue.Unserved. The connection's user
+// needs consumer info on the work stream and reads of FANOUT_WORKERS.
+// An activity no worker ever registered has no queue: an *Error with
+// CodeUnknownActivity.
+func (c *Client) Serving(ctx context.Context, activity string) (q ActivityQueue, live int, err error) {
+	if !messages.ValidToken(activity) {
+		return q, 0, messages.Errorf(messages.CodeInvalidRequest, "activity: %q is not an activity name", activity)
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	info, err := c.js.Consumer(ctx, c.names.WorkStream(), c.names.WorkConsumer(activity))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+		return q, 0, messages.Errorf(messages.CodeUnknownActivity, "activity %q: no worker has registered it", activity)
+	}
+	if err != nil {
+		return q, 0, fmt.Errorf("activity %s: %w", activity, err)
+	}
+	ci := info.CachedInfo()
+	q = ActivityQueue{Activity: activity, Queued: ci.NumPending, Running: ci.NumAckPending,
+		Redelivered: ci.NumRedelivered, WaitingPulls: ci.NumWaiting}
+	if ci.Delivered.Last != nil {
+		q.LastDelivered = *ci.Delivered.Last
+	}
+	ws, err := c.Workers(ctx)
+	if err != nil {
+		return q, 0, err
+	}
+	return q, LiveWorkers(ws, activity), nil
+}
+
 // Activities returns the work queued per activity, sorted by activity:
 // one entry per activity any worker has ever served on this deployment.
 // It reads consumer information of the work stream, so the connection's

@@ -219,6 +219,20 @@ func (c *Client) Update(ctx context.Context, batchID string, opts OptionsUpdate)
 	return call[Progress](ctx, c, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Options: opts})
 }
 
+// Pause stops a running batch from publishing new work: items already
+// out finish and are counted, the rest wait until Resume. It returns the
+// batch's state with "paused" set.
+func (c *Client) Pause(ctx context.Context, batchID string) (*Progress, error) {
+	paused := true
+	return call[Progress](ctx, c, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Paused: &paused})
+}
+
+// Resume lets a paused batch publish work again.
+func (c *Client) Resume(ctx context.Context, batchID string) (*Progress, error) {
+	paused := false
+	return call[Progress](ctx, c, c.names.Update(), messages.UpdateRequest{BatchID: batchID, Paused: &paused})
+}
+
 // Redrive runs the failed and not-run items of a finished batch again, as a
 // new batch whose aggregate's redrive_of maps its items to the old ones.
 // newID is the new batch's optional idempotency key.

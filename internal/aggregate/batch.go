@@ -117,6 +117,7 @@ func (b *Batch) Step(now time.Time, ev Event) []Action {
 		if !b.ended {
 			b.st.CancelRequested = b.st.CancelRequested || e.Cancel
 			b.st.Options = e.Options
+			b.st.Paused = e.Paused
 			b.decide(now)
 		}
 	case WorkStored:
@@ -292,8 +293,8 @@ func (b *Batch) progress(now time.Time) {
 }
 
 // decide ends the batch when a rule says so, or else publishes work until
-// the window is full. The failure policy goes first: the last results can
-// cross it.
+// the window is full, unless the batch is paused. The failure policy goes
+// first: the last results can cross it.
 func (b *Batch) decide(now time.Time) {
 	if b.ended {
 		return
@@ -313,10 +314,11 @@ func (b *Batch) decide(now time.Time) {
 		b.emit(Action{Kind: PublishStep, Step: messages.StepReduce})
 	case b.done() >= st.Total:
 		b.finish(now, messages.StatusCompleted, "")
+	case b.checkDeadline(now):
+	case st.Paused:
+		// Nothing new goes out; what is out finishes and is counted.
 	default:
-		if !b.checkDeadline(now) {
-			b.fill()
-		}
+		b.fill()
 	}
 }
 

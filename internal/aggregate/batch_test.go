@@ -109,6 +109,65 @@ func TestBatchTransitions(t *testing.T) {
 		},
 		status: messages.StatusRunning,
 	}, {
+		name: "a paused batch publishes nothing new; what is out is counted; resume fills the window",
+		st:   newState(4, messages.Options{MaxInFlight: 2, MaxAttempts: 3}),
+		steps: []step{
+			{0, Started{}, "work 0-1 plain, work 1-2 plain"},
+			{0, Requested{Options: messages.Options{MaxInFlight: 2, MaxAttempts: 3}, Paused: true}, ""},
+			{0, ResultStored{Seq: 1, Item: 0, Result: ok(0)}, "keep 0"},
+			{0, ResultStored{Seq: 2, Item: 1, Result: ok(1)}, "keep 1"},
+			{time.Second, Tick{}, "checkpoint, progress"},
+			{time.Second, Requested{Options: messages.Options{MaxInFlight: 2, MaxAttempts: 3}, Paused: false}, "work 2-3 plain, work 3-4 plain"},
+			{time.Second, ResultStored{Seq: 3, Item: 2, Result: ok(2)}, "keep 2"},
+			{time.Second, ResultStored{Seq: 4, Item: 3, Result: ok(3)}, "keep 3, " + end},
+		},
+		status: messages.StatusCompleted,
+		check: func(t *testing.T, st messages.BatchState) {
+			if st.Succeeded != 4 || st.Published != 4 || st.Paused {
+				t.Errorf("state %+v", st)
+			}
+		},
+	}, {
+		name: "a batch paused before it starts publishes nothing",
+		st: func() messages.BatchState {
+			st := newState(2, messages.Options{})
+			st.Paused = true
+			return st
+		}(),
+		steps: []step{
+			{0, Started{}, ""},
+			{time.Second, Tick{}, "progress"},
+		},
+		status: messages.StatusRunning,
+		check: func(t *testing.T, st messages.BatchState) {
+			if !st.Paused || st.Published != 0 {
+				t.Errorf("state %+v", st)
+			}
+		},
+	}, {
+		name: "a paused batch still ends: by cancel, by its failure policy, by its deadline",
+		st:   newState(3, messages.Options{MaxInFlight: 1, FailurePolicy: messages.FailureFast, Timeout: messages.Duration(time.Minute)}),
+		steps: []step{
+			{0, Started{}, "work 0-1 plain"},
+			{0, Requested{Options: messages.Options{MaxInFlight: 1, FailurePolicy: messages.FailureFast, Timeout: messages.Duration(time.Minute)}, Paused: true}, ""},
+			{0, ResultStored{Seq: 1, Item: 0, Result: bad(0)}, "keep 0, " + endFailed},
+		},
+		status: messages.StatusFailed,
+		reason: "an item failed and failure_policy is fail_fast",
+	}, {
+		name: "a paused batch times out at its deadline",
+		st: func() messages.BatchState {
+			st := newState(2, messages.Options{Timeout: messages.Duration(time.Minute)})
+			st.Paused = true
+			return st
+		}(),
+		steps: []step{
+			{0, Started{}, ""},
+			{2 * time.Minute, Tick{}, endFailed},
+		},
+		status: messages.StatusTimedOut,
+		reason: "the batch timeout of 1m0s passed",
+	}, {
 		name: "results at or below the checkpoint were counted before: kept, not counted",
 		st: func() messages.BatchState {
 			st := newState(3, messages.Options{})

@@ -46,10 +46,16 @@ type UnpackStored struct {
 }
 
 // Requested: what clients' requests have made of the stored state (a
-// cancel, changed options).
+// cancel, changed options, a pause or a resume).
 type Requested struct {
 	Cancel  bool
 	Options messages.Options
+	Paused  bool
+}
+
+// RequestedBy is the Requested event of a stored state.
+func RequestedBy(st *messages.BatchState) Requested {
+	return Requested{Cancel: st.CancelRequested, Options: st.Options, Paused: st.Paused}
 }
 
 // WorkStored: the work stream has stored every item below Through.

@@ -34,7 +34,7 @@ Run fanout redrive on it later to run the items that did not succeed.`,
 			return nil
 		},
 	}
-	batchIDArg(cmd)
+	g.batchIDArg(cmd, true)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the state after the cancel as JSON")
 	return cmd
 }

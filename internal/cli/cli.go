@@ -19,6 +19,9 @@ const (
 	ExitItemsFailed = 1 // some items failed, or the batch did not complete
 	ExitUsage       = 2 // bad arguments or a refused request
 	ExitConnect     = 3 // NATS or the coordinators could not be reached
+	// ExitInterrupted: the command stopped at Ctrl-C (SIGINT), 128 + 2 as
+	// shells report it; SIGTERM gives 143.
+	ExitInterrupted = 130
 )
 
 // ExitError carries an exit code out of a command.
@@ -64,7 +67,8 @@ Then, against it or any deployment (--server, or $NATS_URL):
 
 Exit codes: 0 every item succeeded; 1 some items failed or the batch did not
 complete; 2 bad arguments or input, or a request the coordinator refused;
-3 NATS or a coordinator could not be reached.`,
+3 NATS or a coordinator could not be reached; 130 interrupted (Ctrl-C; the
+batch goes on: fanout watch or fanout wait picks it up again).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -86,11 +90,18 @@ complete; 2 bad arguments or input, or a request the coordinator refused;
 		return nil
 	}
 	root.AddCommand(newDevCmd(g), newDemoCmd(g), newBenchCmd(g))
-	root.AddCommand(newSubmitCmd(g), newWatchCmd(g), newStatusCmd(g), newResultsCmd(g),
-		newCancelCmd(g), newUpdateCmd(g), newRedriveCmd(g), newLsCmd(g), newWorkersCmd(g), newUICmd(g))
+	root.AddCommand(newSubmitCmd(g), newWatchCmd(g), newWaitCmd(g), newStatusCmd(g), newResultsCmd(g),
+		newCancelCmd(g), newUpdateCmd(g), newPauseCmd(g, true), newPauseCmd(g, false), newRedriveCmd(g),
+		newLsCmd(g), newWorkersCmd(g), newUICmd(g), newPingCmd(g), newConformanceCmd(g))
+	root.SetFlagErrorFunc(suggestFlag)
 	err := root.Execute()
 	if err == nil {
 		return ExitOK
+	}
+	var ie *interruptedError
+	if errors.As(err, &ie) || (ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+		fmt.Fprintln(stderr, "fanout:", err)
+		return interruptCode(ctx)
 	}
 	fmt.Fprintln(stderr, "fanout:", err)
 	var ee *ExitError

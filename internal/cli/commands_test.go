@@ -138,11 +138,27 @@ func TestSubmitJSONLinesThenRead(t *testing.T) {
 	r = e.must(1, e.run("", "results", "jsonl-batch"))
 	lines := strings.Split(strings.TrimSpace(r.out), "\n")
 	want := []string{`{"item":0,"ok":true,"output":{"slept_ms":1}}`, `{"item":1,"ok":false,"error":"disk full"}`, `{"item":2,"ok":true,"output":{"slept_ms":1}}`}
-	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("results:\n%s\nwant:\n%s", r.out, strings.Join(want, "\n"))
+	if len(lines) != len(want) {
+		t.Fatalf("results:\n%s", r)
+	}
+	for i, line := range lines {
+		// Each line: the aggregate's result, then the stored attempt's details.
+		var got struct {
+			client.ItemResult
+			Attempts   int      `json:"attempts"`
+			Worker     string   `json:"worker"`
+			DurationMS *float64 `json:"duration_ms"`
+		}
+		if err := json.Unmarshal([]byte(line), &got); err != nil {
+			t.Fatalf("line %d: %v\n%s", i, err, line)
+		}
+		base, _ := json.Marshal(got.ItemResult)
+		if string(base) != want[i] || got.Attempts != 1 || got.Worker != "cli-worker" || got.DurationMS == nil || *got.DurationMS < 1 {
+			t.Errorf("results line %d: %s; want %s with attempts 1, worker cli-worker and a duration of at least 1 ms", i, line, want[i])
+		}
 	}
 	r = e.must(1, e.run("", "results", "jsonl-batch", "--failed"))
-	if strings.TrimSpace(r.out) != want[1] {
+	if !strings.HasPrefix(strings.TrimSpace(r.out), strings.TrimSuffix(want[1], "}")+`,"attempts":1,"worker":"cli-worker","duration_ms":`) || strings.Count(r.out, "\n") != 1 {
 		t.Fatalf("results --failed:\n%s", r)
 	}
 

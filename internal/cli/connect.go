@@ -63,21 +63,60 @@ func exitError(err error) error {
 	case errors.Is(err, nats.ErrMaxPayload):
 		return &ExitError{Code: ExitUsage, Err: fmt.Errorf("%w: the request is larger than the server's max_payload; split the batch, or pass large items by reference", err)}
 	case errors.Is(err, context.Canceled):
-		return &ExitError{Code: ExitItemsFailed, Err: errors.New("interrupted")}
+		return &interruptedError{msg: "interrupted"}
 	default:
 		return &ExitError{Code: ExitConnect, Err: err}
 	}
 }
 
-// batchIDArg is the Args check and completion of commands taking one batch id.
-func batchIDArg(cmd *cobra.Command) {
+// interruptedError ends a command stopped by a signal (Ctrl-C): its exit
+// code is the shell's for that signal (130 for SIGINT), and its message
+// says how to go on.
+type interruptedError struct{ msg string }
+
+func (e *interruptedError) Error() string { return e.msg }
+
+// batchIDArg is the Args check and completion of commands taking one batch
+// id; running: complete only running batches' ids.
+func (g *globals) batchIDArg(cmd *cobra.Command, running bool) {
 	cmd.Args = func(_ *cobra.Command, args []string) error {
 		if len(args) != 1 {
 			return usagef("give one batch id (see fanout ls)")
 		}
 		return nil
 	}
-	cmd.ValidArgsFunction = cobra.NoFileCompletions
+	cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return g.completeBatches(running), cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeBatches offers the ids of recent batches (running ones only, if
+// running), newest first, each with its activity and status. A user who
+// may not read the batch-state bucket gets none.
+func (g *globals) completeBatches(running bool) []string {
+	c, closeConn, err := g.dial()
+	if err != nil {
+		return nil
+	}
+	defer closeConn()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	q := client.ListQuery{Limit: 50}
+	if running {
+		q.Status = client.StatusRunning
+	}
+	page, err := c.ListPage(ctx, q)
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(page.Batches))
+	for _, b := range page.Batches {
+		out = append(out, b.BatchID+"\t"+b.Activity+", "+string(b.Status))
+	}
+	return out
 }
 
 // outcome is the exit status of a finished batch: nil when every item

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fanoutdev/fanout/client"
+	"github.com/fanoutdev/fanout/internal/config"
 	"github.com/fanoutdev/fanout/internal/embedded"
 	"github.com/fanoutdev/fanout/internal/ui"
 )
@@ -23,13 +24,23 @@ type devFlags struct {
 	workers     int
 	concurrency int
 	ui          uiFlags
+	flags       *config.Flags // for the errors of its variables
 }
 
-func (d *devFlags) register(cmd *cobra.Command, defaultDir string, defaultPort int, defaultUI string) {
+// register adds the flags; env is the prefix of the variables of --data
+// and --port (FANOUT_DEV_DATA, FANOUT_DEV_PORT), or "" for none.
+func (d *devFlags) register(cmd *cobra.Command, defaultDir string, defaultPort int, defaultUI, env string) {
 	d.ui.register(cmd, "ui", defaultUI, "address the web dashboard listens on (off: none)")
-	cmd.Flags().StringVar(&d.dataDir, "data", defaultDir, "JetStream data directory (kept between runs)")
+	const dataUsage, portUsage = "JetStream data directory (kept between runs)", "port the embedded NATS server listens on (0: any free port)"
+	d.flags = config.NewFlags(cmd.Flags())
+	if env != "" {
+		d.flags.String(&d.dataDir, "data", env+"DATA", defaultDir, dataUsage)
+		d.flags.Int(&d.port, "port", env+"PORT", defaultPort, portUsage)
+	} else {
+		cmd.Flags().StringVar(&d.dataDir, "data", defaultDir, dataUsage)
+		cmd.Flags().IntVar(&d.port, "port", defaultPort, portUsage)
+	}
 	cmd.Flags().StringVar(&d.host, "host", "127.0.0.1", "address the embedded NATS server listens on")
-	cmd.Flags().IntVar(&d.port, "port", defaultPort, "port the embedded NATS server listens on (0: any free port)")
 	cmd.Flags().IntVar(&d.workers, "workers", 4, "workers to run")
 	cmd.Flags().IntVar(&d.concurrency, "concurrency", 16, "items each worker runs at once")
 }
@@ -48,6 +59,9 @@ func (g *globals) startStack(ctx context.Context, d *devFlags) (*embedded.Stack,
 		Prefix: g.conn.Prefix, Logger: log,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, &interruptedError{msg: "interrupted while starting"}
+		}
 		return nil, &ExitError{Code: ExitConnect, Err: err}
 	}
 	return stack, nil
@@ -80,12 +94,19 @@ func newDevCmd(g *globals) *cobra.Command {
 		Short: "Run NATS, a coordinator and workers in this process",
 		Long: `Run an embedded NATS server (JetStream on --data), a coordinator and
 --workers workers in one process, until interrupted. Other clients can
-connect to it: the nats tool, the fanout CLI, your own programs.`,
+connect to it: the nats tool, the fanout CLI, your own programs.
+
+It prints "fanout dev: ready at nats://..." once batches can be submitted
+("fanout ping --wait 60s" waits for that from another shell). A port
+already taken fails at once: pick another with --port.`,
 		Example: `  fanout dev
   nats req fanout.submit '{"activity":"sha256","items":[{"data":"a"},{"data":"b"}]}'
   fanout dev --port 4333 --workers 8 --data /tmp/fanout`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := d.flags.Err(); err != nil {
+				return usageError(err)
+			}
 			stack, err := g.startStack(cmd.Context(), &d)
 			if err != nil {
 				return err
@@ -101,12 +122,12 @@ connect to it: the nats tool, the fanout CLI, your own programs.`,
 				fmt.Fprintf(g.out, "dashboard: %s\n", dash.URL())
 			}
 			fmt.Fprintf(g.out, "try: nats --server %s req %s.submit '{\"activity\":\"sha256\",\"items\":[{\"data\":\"hello\"}]}'\n", stack.URL, g.conn.Prefix)
-			fmt.Fprintln(g.out, "press Ctrl-C to stop")
+			fmt.Fprintf(g.out, "fanout dev: ready at %s; press Ctrl-C to stop\n", stack.URL)
 			<-cmd.Context().Done()
 			return nil
 		},
 	}
-	d.register(cmd, "fanout-data", 4222, ui.DefaultListen)
+	d.register(cmd, "fanout-data", 4222, ui.DefaultListen, "FANOUT_DEV_")
 	return cmd
 }
 
@@ -154,7 +175,7 @@ output and print the aggregate.`,
 			return g.runDemo(ctx, stack.URL, items)
 		},
 	}
-	d.register(cmd, "", 0, "127.0.0.1:0")
+	d.register(cmd, "", 0, "127.0.0.1:0", "")
 	cmd.Flags().IntVar(&items, "items", 1000, "sha256 items in the demo batch")
 	return cmd
 }
@@ -178,7 +199,7 @@ func (g *globals) runDemo(ctx context.Context, url string, n int) error {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	fmt.Fprintf(g.out, "submitted batch %s: %d sha256 items\n", r.BatchID, r.Total)
-	view := newProgressView(g.out, r.Total, "sha256")
+	view := newProgressView(g.out, r.Total, "sha256", isTerminal(g.out))
 	agg, err := c.Wait(ctx, r.BatchID, view.update)
 	if err != nil {
 		return &ExitError{Code: ExitConnect, Err: err}

@@ -81,14 +81,14 @@ func printAggregate(w io.Writer, agg *client.Aggregate) {
 	t.row("finished", localTime(agg.FinishedAt))
 	d := time.Duration(agg.DurationMS * float64(time.Millisecond))
 	t.row("duration", d.Round(time.Millisecond).String())
-	if agg.DurationMS > 0 && agg.Succeeded+agg.Failed > 0 {
-		t.row("rate", fmt.Sprintf("%.0f items/s", float64(agg.Succeeded+agg.Failed)/(agg.DurationMS/1000)))
+	if r := aggregateRate(agg); r > 0 {
+		t.row("rate", rateText(r))
 	}
 	if len(agg.Output) > 0 {
 		t.row("output", truncate(string(agg.Output), 200))
 	}
 	if agg.RedriveOf != nil {
-		t.row("redrive of", agg.RedriveOf.BatchID)
+		t.row("redrive of", agg.RedriveOf.BatchID+" (items "+itemList(agg.RedriveOf.Items, 20)+")")
 	}
 	t.flush()
 	shown := 0
@@ -99,7 +99,7 @@ func printAggregate(w io.Writer, agg *client.Aggregate) {
 		if shown == 0 {
 			fmt.Fprintln(w, "failures (first 5):")
 		}
-		fmt.Fprintf(w, "  item %d: %s\n", r.Item, truncate(firstLine(r.Error), 200))
+		fmt.Fprintf(w, "  item %d%s: %s\n", r.Item, originalItem(agg, r.Item), truncate(firstLine(r.Error), 200))
 		if shown++; shown == 5 {
 			break
 		}
@@ -107,6 +107,27 @@ func printAggregate(w io.Writer, agg *client.Aggregate) {
 	if agg.Failed > 0 || agg.NotRun > 0 {
 		fmt.Fprintf(w, "all of them: fanout results %s --failed\n", agg.BatchID)
 	}
+}
+
+// itemList writes item numbers, at most n of them.
+func itemList(items []int, n int) string {
+	parts := make([]string, 0, min(len(items), n)+1)
+	for i, it := range items {
+		if i == n {
+			parts = append(parts, fmt.Sprintf("… %d more", len(items)-n))
+			break
+		}
+		parts = append(parts, strconv.Itoa(it))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// originalItem is " (item N of BATCH)" for an item of a redriven batch.
+func originalItem(agg *client.Aggregate, item int) string {
+	if agg.RedriveOf == nil || item < 0 || item >= len(agg.RedriveOf.Items) {
+		return ""
+	}
+	return fmt.Sprintf(" (item %d of %s)", agg.RedriveOf.Items[item], agg.RedriveOf.BatchID)
 }
 
 func firstLine(s string) string {
@@ -129,13 +150,20 @@ func printProgress(w io.Writer, p *client.Progress) {
 	if !p.Status.Final() {
 		t.row("in flight", strconv.Itoa(p.InFlight))
 	}
+	if p.Paused {
+		t.row("paused", "yes: no new work goes out until fanout resume "+p.BatchID)
+	}
 	if p.RatePerSec > 0 {
-		t.row("rate", fmt.Sprintf("%.1f items/s", p.RatePerSec))
+		t.row("rate", rateText(p.RatePerSec))
 	}
 	if p.ETAMS > 0 {
 		t.row("eta", (time.Duration(p.ETAMS) * time.Millisecond).Round(time.Second).String())
 	}
 	t.row("created", localTime(p.CreatedAt))
+	if !p.FinishedAt.IsZero() {
+		t.row("finished", localTime(p.FinishedAt))
+		t.row("duration", p.FinishedAt.Sub(p.CreatedAt).Round(time.Millisecond).String())
+	}
 	t.row("updated", localTime(p.UpdatedAt))
 	if p.Options != nil {
 		t.row("options", formatOptions(p.Options))

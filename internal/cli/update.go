@@ -55,7 +55,7 @@ options now in force are printed.`,
 			return nil
 		},
 	}
-	batchIDArg(cmd)
+	g.batchIDArg(cmd, true)
 	fs := cmd.Flags()
 	fs.IntVar(&opts.maxInFlight, "max-in-flight", 0, "items of the batch out with workers at once")
 	fs.StringVar(&opts.failurePolicy, "failure-policy", "", "continue or fail_fast")

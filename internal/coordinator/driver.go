@@ -390,6 +390,7 @@ func (d *driver) checkpoint(ctx context.Context) error {
 		if requested != nil {
 			st.CancelRequested = st.CancelRequested || requested.CancelRequested
 			st.Options = requested.Options
+			st.Paused = requested.Paused
 		}
 		st.UpdatedAt = time.Now().UTC()
 		rev, err := d.c.state.update(ctx, &st, d.rev)
@@ -416,7 +417,7 @@ func (d *driver) checkpoint(ctx context.Context) error {
 		return err
 	})
 	if err == nil && requested != nil {
-		d.feed(aggregate.Requested{Cancel: requested.CancelRequested, Options: requested.Options})
+		d.feed(aggregate.RequestedBy(requested))
 	}
 	return err
 }
@@ -442,7 +443,7 @@ func (d *driver) refresh(ctx context.Context) error {
 	}
 	if rev != d.rev {
 		d.rev = rev
-		d.feed(aggregate.Requested{Cancel: cur.CancelRequested, Options: cur.Options})
+		d.feed(aggregate.RequestedBy(cur))
 	}
 	return nil
 }

@@ -302,6 +302,9 @@ func (c *Coordinator) handleUpdate(m *nats.Msg) {
 	defer cancel()
 	st, e := c.change(ctx, u.BatchID, func(st *messages.BatchState) *messages.Error {
 		st.Options = u.Options.Apply(st.Options)
+		if u.Paused != nil {
+			st.Paused = *u.Paused
+		}
 		return nil
 	})
 	if e == nil && st.Status.Final() {
@@ -311,7 +314,7 @@ func (c *Coordinator) handleUpdate(m *nats.Msg) {
 		c.replyError(m, e)
 		return
 	}
-	c.log.Info().Str("batch_id", u.BatchID).Msg("batch options updated")
+	c.log.Info().Str("batch_id", u.BatchID).Bool("paused", st.Paused).Msg("batch options updated")
 	c.reply(m, st.ProgressWithOptions(time.Now()))
 }
 

@@ -5,8 +5,12 @@
 package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -36,8 +40,16 @@ type Server struct {
 	*server.Server
 }
 
+// ErrAddressInUse is wrapped by the error of a server whose port is taken.
+var ErrAddressInUse = errors.New("address in use")
+
 // Start starts a server and waits until it accepts connections.
-func Start(o Options) (*Server, error) {
+func Start(o Options) (*Server, error) { return StartContext(context.Background(), o) }
+
+// StartContext is Start, giving up when ctx ends. A port that is taken
+// fails at once with ErrAddressInUse: the server itself would only log it
+// and leave its caller waiting.
+func StartContext(ctx context.Context, o Options) (*Server, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("embedded server: a store directory is required")
 	}
@@ -62,6 +74,11 @@ func Start(o Options) (*Server, error) {
 	case -1:
 		opts.DontListen = true
 	}
+	if opts.Port > 0 {
+		if err := portFree(opts.Host, opts.Port); err != nil {
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded server: %w", err)
@@ -70,11 +87,36 @@ func Start(o Options) (*Server, error) {
 		s.ConfigureLogger()
 	}
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return nil, errors.New("embedded server: not ready within 30s")
+	// Waiting in short steps lets ctx (a signal) end the wait, and sees the
+	// listener's error as soon as the server records it.
+	deadline := time.Now().Add(30 * time.Second)
+	for !s.ReadyForConnections(50 * time.Millisecond) {
+		switch {
+		case ctx.Err() != nil:
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil, fmt.Errorf("embedded server: %w", ctx.Err())
+		case time.Now().After(deadline):
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil, errors.New("embedded server: not ready within 30s")
+		}
 	}
 	return &Server{s}, nil
+}
+
+// portFree reports ErrAddressInUse when host:port cannot be listened on
+// because something else listens there.
+func portFree(host string, port int) error {
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return l.Close()
+	}
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("embedded server: %s: %w", addr, ErrAddressInUse)
+	}
+	return fmt.Errorf("embedded server: %w", err)
 }
 
 // Connect opens a client connection to the server (in-process when it does

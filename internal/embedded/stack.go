@@ -48,9 +48,12 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 	if cfg.Workers < 1 {
 		return nil, fmt.Errorf("dev: workers %d must be at least 1", cfg.Workers)
 	}
-	srv, err := Start(Options{StoreDir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port})
+	srv, err := StartContext(ctx, Options{StoreDir: cfg.DataDir, Host: cfg.Host, Port: cfg.Port})
+	if errors.Is(err, ErrAddressInUse) {
+		return nil, fmt.Errorf("dev: %w (another server listens on port %d: stop it, or pick another port with --port)", err, cfg.Port)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("dev: %w (is another server already on port %d? pick one with --port)", err, cfg.Port)
+		return nil, fmt.Errorf("dev: %w", err)
 	}
 	s := &Stack{Server: srv, URL: srv.ClientURL()}
 	connect := func() (*nats.Conn, error) {

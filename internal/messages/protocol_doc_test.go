@@ -439,7 +439,8 @@ func jsonFields(typ reflect.Type) map[string]jsonField {
 		if name == "" {
 			name = f.Name
 		}
-		out[name] = jsonField{StructField: f, omitEmpty: slices.Contains(strings.Split(opts, ","), "omitempty")}
+		omit := slices.ContainsFunc(strings.Split(opts, ","), func(o string) bool { return o == "omitempty" || o == "omitzero" })
+		out[name] = jsonField{StructField: f, omitEmpty: omit}
 	}
 	return out
 }

@@ -122,7 +122,10 @@ type BatchRef struct {
 // UpdateRequest changes options of a running batch (fanout.update).
 type UpdateRequest struct {
 	BatchID string        `json:"batch_id"`
-	Options OptionsUpdate `json:"options"`
+	Options OptionsUpdate `json:"options,omitzero"`
+	// Paused, when set, pauses (true) or resumes (false) the batch: a
+	// paused batch publishes no new work; what is out already finishes.
+	Paused *bool `json:"paused,omitempty"`
 }
 
 // OptionsUpdate holds the options that can change while a batch runs;
@@ -320,6 +323,11 @@ type Progress struct {
 	// replies; not in progress events).
 	Options *Options `json:"options,omitempty"`
 	Reason  string   `json:"reason,omitempty"`
+	// Paused: the batch runs but publishes no new work (see UpdateRequest).
+	Paused bool `json:"paused,omitempty"`
+	// FinishedAt is when a final batch's status was decided; zero, and
+	// left out, while it runs.
+	FinishedAt time.Time `json:"finished_at,omitzero"`
 }
 
 // BatchState is the value of a batch's key in the FANOUT_BATCHES bucket:
@@ -357,11 +365,14 @@ type BatchState struct {
 	Owner     string      `json:"owner,omitempty"`
 	RedriveOf *RedriveRef `json:"redrive_of,omitempty"`
 	// CancelRequested is set by a cancel request; the driver ends the batch.
-	CancelRequested bool      `json:"cancel_requested,omitempty"`
-	CreatedAt       time.Time `json:"created_at"`
-	StartedAt       time.Time `json:"started_at,omitempty"`
-	UpdatedAt       time.Time `json:"updated_at"`
-	FinishedAt      time.Time `json:"finished_at,omitempty"`
+	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Paused is set by an update request: no new work goes out until an
+	// update clears it.
+	Paused     bool      `json:"paused,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	FinishedAt time.Time `json:"finished_at,omitempty"`
 }
 
 // ProgressWithOptions is Progress with the batch's options, as status
@@ -380,6 +391,10 @@ func (s *BatchState) Progress(now time.Time) Progress {
 		BatchID: s.BatchID, Activity: s.Activity, Status: s.Status,
 		Total: s.Total, Succeeded: s.Succeeded, Failed: s.Failed, Done: done,
 		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt, Reason: s.Reason,
+		Paused: s.Paused && !s.Status.Final(),
+	}
+	if s.Status.Final() {
+		p.FinishedAt = s.FinishedAt
 	}
 	if !s.Status.Final() {
 		p.InFlight = max(s.Published-done, 0)

@@ -177,16 +177,20 @@ func DecodeUpdateRequest(data []byte) (UpdateRequest, *Error) {
 			if opts, e = decodeObject(fields[k], "options"); e != nil {
 				return u, e
 			}
+		case "paused":
+			var p bool
+			if err := json.Unmarshal(fields[k], &p); err != nil || bytes.Equal(bytes.TrimSpace(fields[k]), []byte("null")) {
+				return u, Errorf(CodeInvalidRequest, "paused: must be true (pause the batch) or false (resume it)")
+			}
+			u.Paused = &p
 		default:
-			return u, Errorf(CodeInvalidRequest, "%s: unknown field (known: batch_id, options)", k)
+			return u, Errorf(CodeInvalidRequest, "%s: unknown field (known: batch_id, options, paused)", k)
 		}
 	}
 	if !ValidToken(u.BatchID) {
 		return u, Errorf(CodeInvalidRequest, "batch_id: %q is not a batch id", u.BatchID)
 	}
-	if len(opts) == 0 {
-		return u, Errorf(CodeInvalidRequest, "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent")
-	}
+	const nothing = "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent, or paused"
 	for k, v := range opts {
 		if bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
 			delete(opts, k) // null: leave that option as it is
@@ -199,7 +203,10 @@ func DecodeUpdateRequest(data []byte) (UpdateRequest, *Error) {
 		}
 	}
 	if len(opts) == 0 {
-		return u, Errorf(CodeInvalidRequest, "options: give at least one of max_in_flight, failure_policy, tolerated_failures, tolerated_failure_percent")
+		if u.Paused != nil {
+			return u, nil
+		}
+		return u, Errorf(CodeInvalidRequest, nothing)
 	}
 	raw, _ := json.Marshal(opts)
 	o, e := decodeOptions(raw)

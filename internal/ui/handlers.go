@@ -401,14 +401,13 @@ func (s *Server) activitiesPage(w http.ResponseWriter, r *http.Request) {
 	rows := make([]activityRow, 0, len(qs))
 	stranded := 0
 	for _, q := range qs {
-		row := activityRow{ActivityQueue: q}
+		row := activityRow{ActivityQueue: q, Workers: client.LiveWorkers(ws, q.Activity)}
 		for _, wp := range ws {
 			if slices.Contains(wp.Activities, q.Activity) && !wp.Draining {
-				row.Workers++
 				row.Concurrency += wp.Concurrency
 			}
 		}
-		row.Stranded = row.Workers == 0 && q.Queued+uint64(q.Running) > 0
+		row.Stranded = q.Unserved(row.Workers)
 		if row.Stranded {
 			stranded++
 		}
