@@ -15,6 +15,8 @@ import (
 
 	"github.com/fanoutdev/fanout/client"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/worker"
+	"github.com/fanoutdev/fanout/worker/workertest"
 )
 
 // awaitStatus polls a batch's status until cond holds, or fails the test.
@@ -343,5 +345,22 @@ func TestRedriveNamesTheOriginalItems(t *testing.T) {
 	}
 	if !strings.Contains(r.out, "item 0 (item 1 of orig): x") || !strings.Contains(r.out, "orig (items 1, 3)") {
 		t.Fatalf("redrive's aggregate:\n%s", r)
+	}
+}
+
+// fanout conformance: a report and exit 0 for a worker that keeps the
+// protocol; exit 2, saying what to do, when no worker serves the activity.
+func TestConformanceCommand(t *testing.T) {
+	t.Parallel()
+	e := newCLIEnv(t, func(w *worker.Worker) { w.Handle("conformance", workertest.Conformance()) })
+	r := e.run("", "conformance", "--activity", "conformance", "--case", "plain", "--case", "unpack")
+	if r.code != 0 || !strings.Contains(r.out, "PASS  plain") || !strings.Contains(r.out, "PASS  unpack") || !strings.Contains(r.out, "2 passed, 0 failed") {
+		t.Fatalf("conformance of the Go worker: %s", r)
+	}
+	if r := e.run("", "conformance", "--activity", "nobody"); r.code != ExitUsage || !strings.Contains(r.errOut, "start the worker under test") {
+		t.Fatalf("conformance without a worker: %s", r)
+	}
+	if r := e.run("", "conformance", "--activity", "conformance", "--case", "nope"); r.code != ExitUsage || !strings.Contains(r.errOut, "no such case") {
+		t.Fatalf("conformance --case nope: %s", r)
 	}
 }
