@@ -152,6 +152,9 @@ type Outcome struct {
 	Failed     int             `json:"failed"`
 	NotRun     int             `json:"not_run"`
 	FinishedAt time.Time       `json:"finished_at"`
+	// LastSeq is the results-stream sequence the counts reach (the
+	// aggregate's Fanout-Last-Seq header); 0 when the aggregate has none.
+	LastSeq uint64 `json:"-"`
 }
 
 // OutcomeOf is the outcome an aggregate decided.
@@ -165,9 +168,17 @@ func (o *Outcome) Check(batch string) error {
 	return messages.CheckOutcome(batch, o.BatchID, o.Status, o.Total, o.Succeeded, o.Failed, o.NotRun)
 }
 
-// Apply makes st agree with the outcome.
+// Apply makes st agree with the outcome: its counts, and the fields
+// defined by them (a completed batch had every item published; the counts
+// reach the aggregate's results-stream sequence).
 func (o *Outcome) Apply(st *messages.BatchState) {
 	st.Status, st.Reason = o.Status, o.Reason
 	st.Succeeded, st.Failed = o.Succeeded, o.Failed
 	st.FinishedAt = o.FinishedAt
+	if o.Status == messages.StatusCompleted {
+		st.Published = st.Total
+	}
+	if o.LastSeq > 0 {
+		st.LastSeq = o.LastSeq
+	}
 }

@@ -187,6 +187,7 @@ func (d *driver) claim(ctx context.Context, tok *token, delivered uint64) (*mess
 		}
 		st.Epoch = max(st.Epoch+1, delivered)
 		st.Owner = d.c.cfg.Name
+		st.UpdatedAt = time.Now().UTC()
 		if rev, err = d.c.state.update(ctx, st, rev); !errors.Is(err, errConflict) {
 			return st, rev, err
 		}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
@@ -142,7 +144,12 @@ func (d *driver) publishAggregate(ctx context.Context, checkFirst bool) error {
 	if err != nil {
 		return err
 	}
-	ack, err := d.c.js.Publish(ctx, d.c.names.Done(d.batch), data, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
+	msg := nats.NewMsg(d.c.names.Done(d.batch))
+	msg.Data = data
+	// The results-stream sequence its counts reach: a coordinator that
+	// finds the aggregate out brings the state's last_seq to it.
+	msg.Header.Set(messages.LastSeqHeader, strconv.FormatUint(st.LastSeq, 10))
+	ack, err := d.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		decided, removed, err := d.adoptAggregate(ctx)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -147,6 +148,9 @@ func (c *Coordinator) storedOutcome(ctx context.Context, batch string) (*aggrega
 	var out aggregate.Outcome
 	if err = messages.Decode(m.Data, &out); err == nil {
 		err = out.Check(batch)
+	}
+	if err == nil && m.Header.Get(messages.LastSeqHeader) != "" {
+		out.LastSeq, err = strconv.ParseUint(m.Header.Get(messages.LastSeqHeader), 10, 64)
 	}
 	if err != nil {
 		c.ignore("aggregate", batch, err)

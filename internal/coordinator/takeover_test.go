@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -232,4 +233,42 @@ func TestLostWorkPublishIsPublishedAgain(t *testing.T) {
 	env.Worker(c.register)
 	env.Submit(client.BatchRequest{ID: batch, Activity: "count", Items: echoItems(n)})
 	checkCounted(t, env, c, env.Wait(batch, 20*time.Second), n)
+}
+
+// A coordinator that takes over a batch whose aggregate is out leaves a
+// state whose fields keep their definitions: every item published (it
+// completed), last_seq where the aggregate's counts reach (its
+// Fanout-Last-Seq), updated_at the time of that last write.
+func TestTakeoverStateAgreesWithTheAggregate(t *testing.T) {
+	t.Parallel()
+	env := testenv.Server(t)
+	first := env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-a" })
+	_, batch, held, release := heldBatch(t, env, 10, 5)
+	defer release()
+	results := make([]messages.ItemResult, 10)
+	for i := range results {
+		results[i] = messages.ItemResult{Item: i, OK: true}
+	}
+	finished := time.Now().UTC()
+	body, err := json.Marshal(messages.Aggregate{BatchID: batch, Activity: "count", Status: messages.StatusCompleted,
+		Total: 10, Succeeded: 10, Results: results, FinishedAt: finished})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastSeq := held.LastSeq + 5 // the five held items' results, counted by the decider
+	msg := nats.NewMsg(names.Done(batch))
+	msg.Data = body
+	msg.Header.Set(messages.LastSeqHeader, strconv.FormatUint(lastSeq, 10))
+	if _, err := jsOf(t, env).PublishMsg(ctxFor(t, 10*time.Second), msg, jetstream.WithMsgID(messages.DoneMsgID(batch))); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Stop(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	env.Coordinator(func(c *coordinator.Config) { c.Name = "coord-b" })
+	st := waitState(t, env, batch, 30*time.Second, "final", func(st *messages.BatchState) bool { return st.Status.Final() })
+	if st.Status != messages.StatusCompleted || st.Succeeded != 10 || st.Published != 10 || st.LastSeq != lastSeq ||
+		st.Owner != "coord-b" || st.UpdatedAt.Before(finished) {
+		t.Fatalf("state after the takeover: %+v; want completed, published 10, last_seq %d, updated after %s", st, lastSeq, finished)
+	}
 }

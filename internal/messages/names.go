@@ -240,3 +240,7 @@ func TokenMsgID(batch string) string              { return "batch/" + batch }
 
 // IdempotencyKey is the stable key a handler gets for an item: "<batch>/<item>".
 func IdempotencyKey(batch string, item int) string { return batch + "/" + strconv.Itoa(item) }
+
+// LastSeqHeader, on an aggregate, is the results-stream sequence its
+// counts reach (the batch state's last_seq when it was decided).
+const LastSeqHeader = "Fanout-Last-Seq"
