@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Runs README.md's "Quick start with the `nats` tool" as a new user would:
-# installs the real nats tool (natscli v0.5.0), starts `fanout dev` (built
-# from this tree, on a free port, data in a temporary directory), then runs
-# every `nats ...` command of that section's code block exactly as written
-# there, with the batch id of the submit reply in place of `6b0c...`, and
-# checks each output. Edit the README and this script together.
+# every command line of that section's code block, in order, exactly as
+# written there (the batch id of the submit reply in place of `6b0c...`):
+# it installs the real nats tool (natscli v0.5.0), builds ./fanout, starts
+# `./fanout dev &` and waits for it as the block says. Two variables keep
+# the run off shared ground: FANOUT_DEV_PORT and FANOUT_DEV_DATA put
+# `fanout dev` on a free port and a temporary data directory, and NATS_URL
+# points the nats tool and ./fanout there, as the README says to do when
+# 4222 is taken. Each output is checked. Edit the README and this script
+# together.
 #
-# Then the same commands as the `client` user of the accounts layout the
-# compose files ship (a nats-server, a coordinator and a worker built from
-# this tree, with deploy/nats/auth.conf): the `nats req` commands as
-# written, the JetStream reads with `--js-domain fanout` (docs/security.md),
-# and the batch-state read refused (that bucket is not exported to clients).
+# Then the block's nats commands as the `client` user of the accounts
+# layout the compose files ship (a nats-server, a coordinator and a worker
+# built from this tree, with deploy/nats/auth.conf): the `nats req`
+# commands as written, the JetStream reads with `--js-domain fanout`
+# (docs/security.md), and the batch-state read refused (that bucket is not
+# exported to clients).
 #
 # Usage: bash scripts/nats-cli-test.sh   (needs Go and the module proxy)
 set -euo pipefail
@@ -46,38 +51,36 @@ fail() {
   exit 1
 }
 
-echo "== install nats $NATSCLI_VERSION"
-GOBIN="$work/bin" go install "github.com/nats-io/natscli/nats@$NATSCLI_VERSION"
-export PATH="$work/bin:$PATH"
 # No saved nats context or credentials of this machine may change where
 # and how the tool connects: its contexts live in $XDG_CONFIG_HOME/nats,
-# set to an empty directory for the nats commands below.
-mkdir -p "$work/config"
+# set to an empty directory for the commands below.
+mkdir -p "$work/config" "$work/bin"
 unset NATS_CONTEXT NATS_CREDS NATS_NKEY NATS_USER NATS_PASSWORD NATS_TOKEN NATS_CERT NATS_KEY NATS_CA NATS_INBOX_PREFIX FANOUT_PREFIX || true
+export GOBIN="$work/bin" PATH="$work/bin:$PATH" XDG_CONFIG_HOME="$work/config"
 
-echo "== fanout dev"
-go build -o "$work/fanout" ./cmd/fanout
-"$work/fanout" dev --port 0 --data "$work/data" >"$work/dev.log" 2>&1 &
-dev_pid=$!
-url=""
-for _ in $(seq 1 600); do # up to 60s for the line with the server's URL
-  url=$(grep -o 'nats://127\.0\.0\.1:[0-9]*' "$work/dev.log" | head -n 1 || true)
-  [ -n "$url" ] && break
-  kill -0 "$dev_pid" 2>/dev/null || fail "fanout dev exited"
-  sleep 0.1
+# A free port: one nobody listens on now (fanout dev fails at once if it
+# is taken meanwhile, and this script then fails saying so).
+port=""
+for _ in $(seq 1 50); do
+  p=$((20000 + RANDOM % 20000))
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
 done
-[ -n "$url" ] || fail "fanout dev did not print its URL within 60s"
-# The README's commands use the default server; this one is on a free port.
-export NATS_URL="$url"
-echo "fanout dev at $NATS_URL"
+[ -n "$port" ] || fail "found no free port"
+export FANOUT_DEV_PORT="$port" FANOUT_DEV_DATA="$work/data" NATS_URL="nats://127.0.0.1:$port"
 
-echo "== the README's commands"
+# Files the block makes in the repository's root, removed at the end
+# unless they were there before.
+made=()
+for f in fanout batch.json; do [ -e "$f" ] || made+=("$f"); done
+
+echo "== the README's commands (nats $NATSCLI_VERSION, fanout dev at $NATS_URL)"
 section=$(awk '/^## Quick start with the `nats` tool/ { on = 1; next } /^## / { on = 0 } on' README.md)
 [ -n "$section" ] || fail "README.md has no section \"Quick start with the \`nats\` tool\""
 block=$(printf '%s\n' "$section" | awk '/^```sh/ { on = 1; next } /^```/ { on = 0 } on')
-# The commands, without their trailing comments.
-mapfile -t commands < <(printf '%s\n' "$block" | grep '^nats ' | sed -E 's/[[:space:]]+#.*$//')
-[ "${#commands[@]}" -ge 5 ] || fail "found ${#commands[@]} nats commands in the section, want at least 5"
+# The commands: every line that is not blank or a comment, without its
+# trailing comment.
+mapfile -t commands < <(printf '%s\n' "$block" | grep -Ev '^[[:space:]]*(#|$)' | sed -E 's/[[:space:]]+#.*$//')
+[ "${#commands[@]}" -ge 10 ] || fail "found ${#commands[@]} commands in the section, want at least 10"
 
 # expect OUTPUT WHAT PATTERN: the output has a line matching PATTERN
 # (an extended regular expression).
@@ -85,6 +88,85 @@ expect() {
   printf '%s\n' "$1" | grep -Eq -- "$3" || fail "$2: no match for /$3/ in:
 $1"
 }
+
+batch=""
+seen=""
+for shown in "${commands[@]}"; do
+  cmd=$shown
+  if [[ $cmd == *"$PLACEHOLDER"* ]]; then
+    [ -n "$batch" ] || fail "'$shown' uses the batch id before a submit gave one"
+    cmd=${cmd//"$PLACEHOLDER"/$batch}
+  fi
+  echo "\$ $cmd"
+  if [[ $cmd == *"&" ]]; then
+    # In the background, as the README has it; its output to a log.
+    eval "${cmd%&} >\"$work/dev.log\" 2>&1 &"
+    dev_pid=$!
+    seen+=" dev"
+    continue
+  fi
+  out=$(timeout 300 bash -c "$cmd" 2>&1) || fail "'$cmd' exited with status $?:
+$out"
+  printf '%s\n' "$out" | sed 's/^/    /'
+  case "$cmd" in
+  "go install "*)
+    command -v nats >/dev/null || fail "nats is not on PATH after '$cmd'"
+    seen+=" install"
+    ;;
+  "./fanout ping "*)
+    expect "$out" ping "a coordinator answers on nats://127\.0\.0\.1:$port"
+    expect "$(cat "$work/dev.log")" "fanout dev" "^fanout dev: ready at nats://127\.0\.0\.1:$port"
+    seen+=" ready"
+    ;;
+  "nats req fanout.submit '"*)
+    expect "$out" submit '"batch_id":"[^"]+","total":2,"status":"running"'
+    batch=$(printf '%s\n' "$out" | grep -Eo '"batch_id":"[^"]+"' | head -n 1 | cut -d'"' -f4)
+    seen+=" submit"
+    ;;
+  "nats req fanout.status "*)
+    expect "$out" status "\"batch_id\":\"$batch\",\"activity\":\"sha256\",\"status\":\"(running|completed)\",\"total\":2"
+    seen+=" status"
+    ;;
+  "nats stream subjects "*)
+    # Queued work: the batch's subject with its count, or none once it ended.
+    printf '%s\n' "$out" | grep -Eq "fanout\.work\.sha256\.$batch|[Nn]o subjects" || fail "queued work: unexpected output:
+$out"
+    seen+=" queued"
+    ;;
+  "nats sub 'fanout.result."*)
+    for item in 0 1; do
+      expect "$out" results "subject: fanout\\.result\\.$batch\\.$item"
+      expect "$out" results "^\\{\"batch_id\":\"$batch\",\"item\":$item,\"ok\":true,\"output\":\\{\"sha256\":\"[0-9a-f]{64}\"\\}"
+    done
+    seen+=" results"
+    ;;
+  "nats sub 'fanout.done."*)
+    expect "$out" aggregate "stream: FANOUT_DONE"
+    expect "$out" aggregate "^\\{\"batch_id\":\"$batch\",\"activity\":\"sha256\",\"status\":\"completed\",\"total\":2,\"succeeded\":2,\"failed\":0"
+    expect "$out" aggregate '"results":\[\{"item":0,"ok":true,"output":\{"sha256":"ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"\}\},\{"item":1,"ok":true'
+    seen+=" aggregate"
+    ;;
+  "nats kv get FANOUT_BATCHES "*)
+    expect "$out" "batch state" "^\\{\"batch_id\":\"$batch\",\"activity\":\"sha256\",\"status\":\"completed\",\"total\":2,\"succeeded\":2,\"failed\":0,"
+    expect "$out" "batch state" '"last_seq":[1-9]'
+    seen+=" state"
+    ;;
+  "nats req fanout.submit --force-stdin"*)
+    expect "$out" "submit from a file" '"batch_id":"[^"]+","total":3,"status":"running"'
+    seen+=" stdin"
+    ;;
+  *)
+    echo "    (no output check for this command: it exited 0)"
+    ;;
+  esac
+done
+want=" install dev ready submit status queued results aggregate state stdin"
+[ "$seen" = "$want" ] || fail "the section's commands checked were:$seen; want$want, in that order"
+for f in "${made[@]}"; do rm -f "$f"; done
+readme_count=${#commands[@]}
+kill "$dev_pid" 2>/dev/null || true
+wait "$dev_pid" 2>/dev/null || true
+dev_pid=""
 
 # run_commands MODE runs the README's commands and checks their outputs.
 # MODE readme: as written. MODE client: as the client user of the accounts
@@ -166,11 +248,12 @@ $out"
     fail "the section's commands checked were:$seen; want submit status results aggregate state, in that order"
 }
 
-run_commands readme
-kill "$dev_pid" 2>/dev/null || true
-wait "$dev_pid" 2>/dev/null || true
-dev_pid=""
 
+# As the client user: the block's nats commands that read or request (not
+# the queued-work listing, a stream API call the client account does not
+# import, nor the submit from a file, shown once above).
+mapfile -t commands < <(printf '%s\n' "$block" | grep '^nats ' | grep -Ev 'stream subjects|--force-stdin' | sed -E 's/[[:space:]]+#.*$//')
+unset FANOUT_DEV_PORT FANOUT_DEV_DATA
 echo "== the same as the client user of the accounts layout (deploy/nats/auth.conf)"
 go build -o "$work/nats-server" github.com/nats-io/nats-server/v2
 go build -o "$work/coordinator" ./cmd/coordinator
@@ -206,4 +289,4 @@ pids+=($!)
 export NATS_USER=client NATS_PASSWORD="$FANOUT_CLIENT_PASSWORD"
 run_commands client
 
-echo "nats-cli-test: ok: ${#commands[@]} commands of README.md's quick start work as shown with nats $NATSCLI_VERSION, and as the client user of the accounts layout"
+echo "nats-cli-test: ok: $readme_count commands of README.md's quick start work as written with nats $NATSCLI_VERSION, and its nats commands as the client user of the accounts layout"
