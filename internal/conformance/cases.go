@@ -273,12 +273,9 @@ var cases = []testCase{{
 		case res.OutputRef == nil:
 			return errors.New("the result has no output_ref: an output larger than the claim-check threshold goes to the object store")
 		}
-		b, err := r.c.blobs.GetBytes(ctx, res.OutputRef.Name)
+		b, err := objects.ReadRef(ctx, r.c.js, res.OutputRef) // checks size and digest
 		if err != nil {
 			return fmt.Errorf("output_ref %s: %v", res.OutputRef.Name, err)
-		}
-		if err := objects.CheckBytes(res.OutputRef, b); err != nil {
-			return fmt.Errorf("output_ref: %v", err)
 		}
 		want, _ := json.Marshal(strings.Repeat("x", n))
 		if string(b) != string(want) {
