@@ -13,10 +13,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/objects"
 	"github.com/fanoutdev/fanout/internal/topology"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 // Wire types, shared with the coordinator (see docs/protocol.md).
@@ -79,6 +83,7 @@ type Client struct {
 	timeout time.Duration
 	log     zerolog.Logger
 	domain  string // JetStream domain, see WithJetStreamDomain
+	tracer  trace.Tracer
 
 	mu      sync.Mutex
 	streams map[string]jetstream.Stream // see stream
@@ -131,9 +136,25 @@ func WithJetStreamDomain(domain string) Option {
 	}
 }
 
+// WithTracerProvider records the spans of Submit and Redrive with tp
+// (default: the global provider, otel.GetTracerProvider). Every request
+// carries the trace context of its ctx (W3C traceparent and tracestate
+// headers) whatever the provider: the coordinator starts the batch's
+// spans under it.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *Client) error {
+		if tp == nil {
+			return fmt.Errorf("%w: nil tracer provider", ErrInvalidOption)
+		}
+		c.tracer = tracing.Tracer(tp)
+		return nil
+	}
+}
+
 // New makes a client on an established connection; it does not close nc.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
-	c := &Client{nc: nc, names: messages.MustNames(messages.DefaultPrefix), timeout: 10 * time.Second, log: zerolog.Nop()}
+	c := &Client{nc: nc, names: messages.MustNames(messages.DefaultPrefix), timeout: 10 * time.Second, log: zerolog.Nop(),
+		tracer: tracing.Tracer(otel.GetTracerProvider())}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
@@ -164,7 +185,12 @@ func (c *Client) requestData(ctx context.Context, subject string, data []byte, o
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel()
 	}
-	msg, err := c.nc.RequestWithContext(ctx, subject, data)
+	req := &nats.Msg{Subject: subject, Data: data}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		req.Header = nats.Header{}
+		tracing.Inject(ctx, req.Header)
+	}
+	msg, err := c.nc.RequestMsgWithContext(ctx, req)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return ErrNoCoordinator
 	}
@@ -187,16 +213,42 @@ func decodeReply(data []byte, out any) error {
 
 // Submit sends a batch. The batch is stored durably when Submit returns
 // without error. A refused batch returns an *Error.
-func (c *Client) Submit(ctx context.Context, req BatchRequest) (*SubmitReply, error) {
+func (c *Client) Submit(ctx context.Context, req BatchRequest) (r *SubmitReply, err error) {
+	ctx, span := c.startSpan(ctx, tracing.SpanSubmit, req.Activity, c.names.Submit())
+	defer func() { endSpan(span, r, err) }()
 	data, err := messages.Encode(&req)
 	if err != nil {
 		return nil, err
 	}
-	var r SubmitReply
-	if err := c.requestData(ctx, c.names.Submit(), data, &r); err != nil {
+	r = &SubmitReply{}
+	if err := c.requestData(ctx, c.names.Submit(), data, r); err != nil {
 		return nil, err
 	}
-	return &r, nil
+	return r, nil
+}
+
+// startSpan starts the span of a request that makes a batch.
+func (c *Client) startSpan(ctx context.Context, op, activity, subject string) (context.Context, trace.Span) {
+	return c.tracer.Start(ctx, tracing.SpanName(op, activity), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(tracing.Messaging(tracing.OpSend, op, subject)...),
+		trace.WithAttributes(tracing.ActivityKey.String(activity)))
+}
+
+// endSpan ends it with the batch made, or the error.
+func endSpan(span trace.Span, r *SubmitReply, err error) {
+	if span.IsRecording() {
+		if err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				span.SetAttributes(tracing.ErrorCodeKey.String(e.Code))
+			}
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		} else {
+			span.SetAttributes(tracing.BatchIDKey.String(r.BatchID), tracing.TotalKey.Int(r.Total), tracing.ExistingKey.Bool(r.Existing))
+		}
+	}
+	span.End()
 }
 
 // Status returns a batch's progress; an *Error with CodeNotFound if there
@@ -236,7 +288,10 @@ func (c *Client) Resume(ctx context.Context, batchID string) (*Progress, error) 
 // Redrive runs the failed and not-run items of a finished batch again, as a
 // new batch whose aggregate's redrive_of maps its items to the old ones.
 // newID is the new batch's optional idempotency key.
-func (c *Client) Redrive(ctx context.Context, batchID, newID string) (*SubmitReply, error) {
+func (c *Client) Redrive(ctx context.Context, batchID, newID string) (r *SubmitReply, err error) {
+	ctx, span := c.startSpan(ctx, tracing.SpanRedrive, "", c.names.Redrive())
+	span.SetAttributes(tracing.RedriveOfKey.String(batchID))
+	defer func() { endSpan(span, r, err) }()
 	return call[SubmitReply](ctx, c, c.names.Redrive(), messages.RedriveRequest{BatchID: batchID, ID: newID})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -31,6 +32,7 @@ type config struct {
 	prefetch        int
 	claimCheck      int
 	domain          string
+	tracerProvider  trace.TracerProvider
 }
 
 func defaultConfig() config {
@@ -188,7 +190,31 @@ type Observer interface {
 	ItemFinished(activity string, outcome string, d time.Duration)
 }
 
-// WithObserver reports item starts and ends to o.
+// QueueObserver is an Observer that is also told how long items waited in
+// the work stream: from the coordinator's publish (the time the server
+// stored the work message) to the start of the item's first attempt. Its
+// method is called from many goroutines at once.
+type QueueObserver interface {
+	Observer
+	ItemQueued(activity string, wait time.Duration)
+}
+
+// WithTracerProvider records a span for every attempt of every item
+// (OpenTelemetry, kind consumer, named "process <activity>"), a child of
+// the batch's span whose context the work message carries, and gives it
+// to the handler in its ctx: spans the handler starts from ctx nest under
+// it. Each result carries the span's context (traceparent). Default: no
+// spans; the batch's context, when the work message carries one, is still
+// put in the handler's ctx.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) error {
+		c.tracerProvider = tp
+		return nil
+	}
+}
+
+// WithObserver reports item starts and ends to o (and queue waits, when o
+// is a QueueObserver).
 func WithObserver(o Observer) Option {
 	return func(c *config) error {
 		c.observer = o

@@ -14,11 +14,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/attempt"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/objects"
 	"github.com/fanoutdev/fanout/internal/topology"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 // Worker pulls items for the activities it has handlers for, runs them with
@@ -52,6 +54,9 @@ type Worker struct {
 	stopOnce      sync.Once
 	stopped       chan struct{}
 	presence      *presence // heartbeats for `fanout workers` (presence.go)
+	tracer        trace.Tracer
+	tracing       bool          // the tracer records spans
+	queued        QueueObserver // the observer, when it takes queue waits
 }
 
 // New makes a worker on an established connection. Register handlers,
@@ -67,11 +72,15 @@ func New(nc *nats.Conn, opts ...Option) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	queued, _ := cfg.observer.(QueueObserver)
 	return &Worker{
 		nc: nc, cfg: cfg, names: names,
 		log:      cfg.logger.With().Str("component", "worker").Str("worker", cfg.name).Logger(),
 		handlers: map[string]Handler{},
 		stopped:  make(chan struct{}),
+		tracer:   tracing.Tracer(cfg.tracerProvider),
+		tracing:  tracing.Recording(cfg.tracerProvider),
+		queued:   queued,
 	}, nil
 }
 
@@ -346,17 +355,26 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 	attempt := int(delivered) + max(wm.Attempt, 1) - 1
 	maxAttempts := max(wm.MaxAttempts, 1)
 	results := make([]messages.ResultMessage, 0, len(items))
+	mt := w.msgTrace(msg, activity)
+	var traces []trace.SpanContext // of results[i], when mt is on
+	if mt.on {
+		traces = make([]trace.SpanContext, 0, len(items))
+	}
 
 	if attempt > maxAttempts {
 		// Every earlier delivery was lost: its worker crashed or hung past
 		// the ack wait. That was the last attempt allowed.
 		for _, it := range items {
+			reason := fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts)
 			results = append(results, messages.ResultMessage{
 				BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attempt - 1,
-				Error: fmt.Sprintf("gave up after %d attempts: the worker running the item crashed or stopped answering each time", maxAttempts),
+				Error: reason,
 			})
+			if mt.on {
+				traces = append(traces, w.gaveUpSpan(&mt, &wm, it.Item, attempt-1, maxAttempts, reason))
+			}
 		}
-		w.settle(msg, results, log)
+		w.settle(msg, results, traces, log)
 		return
 	}
 	if len(items) > 1 && wm.Unpack && delivered > 1 {
@@ -369,13 +387,16 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 		w.settle(msg, []messages.ResultMessage{{
 			BatchID: wm.BatchID, Item: wm.Item, Worker: w.cfg.name, Attempts: attempt - 1,
 			Unpack: &messages.UnpackRequest{Attempt: attempt},
-		}}, log)
+		}}, nil, log)
 		return
 	}
 
 	retry := time.Duration(-1)
 	for _, it := range items {
-		res, retryAfter, abort := w.runItem(activity, h, &wm, it, attempt, maxAttempts, log)
+		if w.queued != nil && delivered == 1 {
+			w.queued.ItemQueued(activity, time.Since(meta.Timestamp))
+		}
+		res, sc, retryAfter, abort := w.runItem(activity, h, &wm, it, attempt, maxAttempts, &mt, log)
 		if abort {
 			// Shutting down: give the message back without using an attempt's result.
 			_ = msg.Nak()
@@ -386,25 +407,28 @@ func (w *Worker) process(activity string, h Handler, msg *nats.Msg, stopHeartbea
 			continue
 		}
 		results = append(results, res)
+		if mt.on {
+			traces = append(traces, sc)
+		}
 	}
 	stopHeartbeat()
 	if retry >= 0 {
 		// Record what finished, then run the message again later: every item
 		// in it runs again, and results already recorded are refused.
-		if len(results) > 0 && !w.publishResults(results, log) {
+		if len(results) > 0 && !w.publishResults(results, traces, log) {
 			_ = msg.NakWithDelay(time.Second)
 			return
 		}
 		_ = msg.NakWithDelay(retry)
 		return
 	}
-	w.settle(msg, results, log)
+	w.settle(msg, results, traces, log)
 }
 
-// runItem runs one attempt of one item. It returns the item's result, or a
-// retry delay >= 0 when the item should run again, or abort when the worker
-// is shutting down.
-func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attemptN, maxAttempts int, log zerolog.Logger) (res messages.ResultMessage, retry time.Duration, abort bool) {
+// runItem runs one attempt of one item. It returns the item's result and
+// the context of its span, or a retry delay >= 0 when the item should run
+// again, or abort when the worker is shutting down.
+func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, it messages.WorkItem, attemptN, maxAttempts int, mt *msgTrace, log zerolog.Logger) (res messages.ResultMessage, sc trace.SpanContext, retry time.Duration, abort bool) {
 	res = messages.ResultMessage{BatchID: wm.BatchID, Item: it.Item, Step: wm.Step, Worker: w.cfg.name, Attempts: attemptN}
 	timeout := time.Duration(wm.ItemTimeoutMS) * time.Millisecond
 	if timeout <= 0 {
@@ -419,6 +443,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		IdempotencyKey: messages.IdempotencyKey(wm.BatchID, it.Item), Deadline: deadline,
 		Step: string(wm.Step),
 	})
+	ctx, span := w.startItem(ctx, mt, wm, it.Item, attemptN, maxAttempts)
 	if w.cfg.observer != nil {
 		w.cfg.observer.ItemStarted(activity, attemptN)
 	}
@@ -448,20 +473,21 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 	if err == nil {
 		res.OK, res.Output = true, out
 		outcome = "succeeded"
-		return res, -1, false
+		return res, endItem(span, outcome, nil), -1, false
 	}
 	if w.handlerCtx.Err() != nil {
-		return res, -1, true
+		endItem(span, "canceled", err)
+		return res, sc, -1, true
 	}
 	again, delay, recorded := attempt.Decide(err, attemptN, maxAttempts, backoff(wm.BackoffMS, attemptN))
 	if !again {
 		res.Error = recorded
 		outcome = "failed"
 		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Msg("item failed")
-		return res, -1, false
+		return res, endItem(span, outcome, err), -1, false
 	}
 	log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Dur("delay", delay).Msg("item will be retried")
-	return res, delay, false
+	return res, endItem(span, outcome, err), delay, false
 }
 
 // claimInput returns an item's input, fetched from the object store when
@@ -582,8 +608,8 @@ func (w *Worker) heartbeat(msg *nats.Msg) (stop func()) {
 // recorded: the item is counted once, by its first result). The handler's
 // slot is free meanwhile: a publish round trip does not hold up the next
 // item.
-func (w *Worker) settle(msg *nats.Msg, results []messages.ResultMessage, log zerolog.Logger) {
-	futures, ok := w.publishAsync(results, log)
+func (w *Worker) settle(msg *nats.Msg, results []messages.ResultMessage, traces []trace.SpanContext, log zerolog.Logger) {
+	futures, ok := w.publishAsync(results, traces, log)
 	if !ok {
 		log.Warn().Msg("results not published; the work will be delivered again")
 		_ = msg.NakWithDelay(time.Second)
@@ -623,15 +649,23 @@ func (w *Worker) ackLoop() {
 
 // publishResults publishes results and waits for the server to store them
 // (or to refuse them as already recorded). It reports whether all are in.
-func (w *Worker) publishResults(results []messages.ResultMessage, log zerolog.Logger) bool {
-	futures, ok := w.publishAsync(results, log)
+func (w *Worker) publishResults(results []messages.ResultMessage, traces []trace.SpanContext, log zerolog.Logger) bool {
+	futures, ok := w.publishAsync(results, traces, log)
 	return ok && w.awaitStored(futures, log)
 }
 
-func (w *Worker) publishAsync(results []messages.ResultMessage, log zerolog.Logger) ([]jetstream.PubAckFuture, bool) {
+// publishAsync publishes results, each with the trace context of traces[i]
+// when traces is not nil.
+func (w *Worker) publishAsync(results []messages.ResultMessage, traces []trace.SpanContext, log zerolog.Logger) ([]jetstream.PubAckFuture, bool) {
 	futures := make([]jetstream.PubAckFuture, 0, len(results))
 	for i := range results {
-		f, err := w.js.PublishAsync(w.resultSubject(&results[i]), w.encodeResult(&results[i]))
+		var f jetstream.PubAckFuture
+		var err error
+		if i < len(traces) && traces[i].IsValid() {
+			f, err = w.js.PublishMsgAsync(resultMsg(w.resultSubject(&results[i]), w.encodeResult(&results[i]), traces[i]))
+		} else {
+			f, err = w.js.PublishAsync(w.resultSubject(&results[i]), w.encodeResult(&results[i]))
+		}
 		if err != nil {
 			log.Warn().Err(err).Msg("publish result")
 			return nil, false

@@ -19,11 +19,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/observe"
 	"github.com/fanoutdev/fanout/internal/topology"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 // DefaultAutoPack is the default of Config.AutoPack.
@@ -89,6 +91,10 @@ type Config struct {
 	HTTPAddr string
 	// Metrics records Prometheus metrics when not nil.
 	Metrics *observe.CoordinatorMetrics
+	// TracerProvider records the spans of requests and batches when not
+	// nil. Without it the coordinator still passes the trace context a
+	// request carries on to its batch's work messages and aggregate.
+	TracerProvider trace.TracerProvider
 
 	Logger zerolog.Logger
 }
@@ -153,6 +159,9 @@ type Coordinator struct {
 	state   stateStore
 	limits  messages.Limits
 
+	tracer  trace.Tracer
+	tracing bool // the tracer records spans
+
 	activities sync.Map      // activity name -> time it was last seen to exist
 	requests   chan struct{} // a slot per request being handled
 
@@ -186,6 +195,8 @@ func New(cfg Config) (*Coordinator, error) {
 		drivers:  map[string]*driver{},
 		requests: make(chan struct{}, maxRequests),
 		stopped:  make(chan struct{}),
+		tracer:   tracing.Tracer(cfg.TracerProvider),
+		tracing:  tracing.Recording(cfg.TracerProvider),
 	}
 	c.keeper.every.Store(int64(keeperEvery))
 	return c, nil
@@ -202,6 +213,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(observe.NewJetStreamCollector(c.JetStreamStats, c.log))
 	httpSrv, err := observe.Start(cfg.HTTPAddr, c.Ready, reg)
 	if err != nil {
 		return err

@@ -8,9 +8,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/aggregate"
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 // errLost means another coordinator took the batch over: stop touching it.
@@ -43,6 +46,9 @@ type driver struct {
 	reader  *resultsReader
 	readSeq uint64 // the last results-stream sequence read
 	results *resultsAssembly
+
+	span    trace.Span      // the batch's, from load to release
+	traceHd tracing.Headers // the span's context, for work and aggregate
 
 	inFlight int  // this driver's share of the in-flight items metric
 	unsaved  int  // results counted since the last checkpoint, for its metric
@@ -83,7 +89,9 @@ func (c *Coordinator) drive(ctx context.Context, tok jetstream.Msg) {
 
 	err = d.load(ctx, meta)
 	if err == nil {
+		d.startSpan(meta.NumDelivered > 1)
 		err = d.run(ctx)
+		d.endSpan(err)
 	}
 	switch {
 	case err == nil, errors.Is(err, errSettled):
@@ -134,6 +142,7 @@ func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 		tok.total = n
 	}
 	d.token = *tok
+	d.c.cfg.Metrics.Activity(tok.req.Activity)
 	st, rev, err := d.claim(ctx, tok, meta.NumDelivered)
 	if errors.Is(err, errDuplicateToken) {
 		d.log.Warn().Uint64("token_seq", tok.seq).Msg("removing a duplicate batch token")
@@ -145,6 +154,7 @@ func (d *driver) load(ctx context.Context, meta *jetstream.MsgMetadata) error {
 	d.m = aggregate.New(d.c.machineConfig(), *st, d.req.Reduce != nil)
 	d.rev, d.epoch, d.stored = rev, st.Epoch, st.Published
 	if meta.NumDelivered > 1 {
+		d.c.cfg.Metrics.TakenOver()
 		d.log.Info().Uint64("epoch", st.Epoch).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
 			Uint64("last_seq", st.LastSeq).Msg("resuming batch from checkpoint")
 	}
@@ -207,6 +217,47 @@ func (d *driver) removeEarlyResults(ctx context.Context) error {
 		}
 		return err
 	})
+}
+
+// startSpan starts the batch's span under the trace context its token
+// carries (the accept's). Without a tracer provider it is that context
+// itself, passed on to the work and the aggregate; with neither, nothing.
+func (d *driver) startSpan(resumed bool) {
+	if !d.c.tracing && !d.parent.IsValid() {
+		d.span = trace.SpanFromContext(context.Background()) // records nothing
+		return
+	}
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), d.parent)
+	st := d.m.State()
+	_, d.span = d.c.tracer.Start(ctx, tracing.SpanName(tracing.SpanBatch, d.req.Activity), trace.WithAttributes(
+		tracing.BatchIDKey.String(d.batch), tracing.ActivityKey.String(d.req.Activity),
+		tracing.TotalKey.Int(st.Total), tracing.EpochKey.Int64(int64(d.epoch)), tracing.ResumedKey.Bool(resumed),
+		tracing.CoordinatorKey.String(d.c.cfg.Name)))
+	d.traceHd = tracing.HeadersOf(d.span.SpanContext())
+}
+
+// endSpan ends the batch's span with its outcome, or with why this driver
+// let the batch go.
+func (d *driver) endSpan(err error) {
+	if !d.span.IsRecording() {
+		return
+	}
+	st := d.m.State()
+	d.span.SetAttributes(tracing.SucceededKey.Int(st.Succeeded), tracing.FailedKey.Int(st.Failed))
+	switch {
+	case d.released:
+		d.span.SetAttributes(tracing.OutcomeKey.String(string(st.Status)))
+		if st.Reason != "" {
+			d.span.SetAttributes(tracing.ReasonKey.String(st.Reason))
+		}
+		if st.Status == messages.StatusFailed || st.Status == messages.StatusTimedOut {
+			d.span.SetStatus(codes.Error, "batch "+string(st.Status))
+		}
+	case err != nil && !errors.Is(err, errSettled):
+		d.span.SetAttributes(tracing.HandedBackKey.Bool(true))
+		d.span.RecordError(err)
+	}
+	d.span.End()
 }
 
 func (c *Coordinator) machineConfig() aggregate.Config {
@@ -468,7 +519,11 @@ func (d *driver) publishProgress() {
 // acks again.
 func (d *driver) release() {
 	st := d.m.State()
-	d.c.cfg.Metrics.BatchFinished(string(st.Status))
+	took := time.Since(st.CreatedAt)
+	if !st.FinishedAt.IsZero() {
+		took = st.FinishedAt.Sub(st.CreatedAt)
+	}
+	d.c.cfg.Metrics.BatchFinished(d.req.Activity, string(st.Status), took)
 	d.log.Info().Str("status", string(st.Status)).Int("succeeded", st.Succeeded).Int("failed", st.Failed).
 		Int("total", st.Total).Str("reason", st.Reason).Msg("batch finished")
 	if err := d.lease.Ack(); err != nil {

@@ -149,6 +149,7 @@ func (d *driver) publishAggregate(ctx context.Context, checkFirst bool) error {
 	// The results-stream sequence its counts reach: a coordinator that
 	// finds the aggregate out brings the state's last_seq to it.
 	msg.Header.Set(messages.LastSeqHeader, strconv.FormatUint(st.LastSeq, 10))
+	d.traceHd.Set(msg.Header)
 	ack, err := d.c.js.PublishMsg(ctx, msg, jetstream.WithMsgID(messages.DoneMsgID(d.batch)))
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		decided, removed, err := d.adoptAggregate(ctx)

@@ -12,10 +12,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/objects"
 	"github.com/fanoutdev/fanout/internal/topology"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 const requestTimeout = 10 * time.Second
@@ -44,6 +47,7 @@ func (c *Coordinator) reply(m *nats.Msg, v any) {
 }
 
 func (c *Coordinator) replyError(m *nats.Msg, e *messages.Error) {
+	c.cfg.Metrics.Refused(c.names.Request(m.Subject), e.Code)
 	c.log.Info().Str("subject", m.Subject).Str("code", e.Code).Str("error", e.Message).Msg("request refused")
 	c.reply(m, messages.ErrorReply{Error: e})
 }
@@ -57,20 +61,46 @@ func unavailable(err error) *messages.Error {
 func (c *Coordinator) handleSubmit(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout)
 	defer cancel()
+	ctx, span := c.startAccept(ctx, m)
+	defer span.End()
 	req, e := messages.DecodeBatchRequest(m.Data, c.limits)
 	if e != nil {
-		c.replyError(m, e)
+		c.refuse(span, m, e)
 		return
 	}
-	c.replyAccept(ctx, m, req)
+	c.replyAccept(ctx, span, m, req)
 }
 
-func (c *Coordinator) replyAccept(ctx context.Context, m *nats.Msg, req messages.BatchRequest) {
+// startAccept starts the span of a submit or redrive, under the trace
+// context the request carries. The batch's token carries the span's
+// context on to the batch.
+func (c *Coordinator) startAccept(ctx context.Context, m *nats.Msg) (context.Context, trace.Span) {
+	if !c.tracing && !tracing.HasContext(m.Header) {
+		return ctx, trace.SpanFromContext(ctx) // records nothing
+	}
+	return c.tracer.Start(tracing.Extract(ctx, m.Header), tracing.SpanAccept,
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(tracing.Messaging(tracing.OpProcess, "accept", m.Subject)...),
+		trace.WithAttributes(tracing.CoordinatorKey.String(c.cfg.Name)))
+}
+
+// refuse answers a submit or redrive with an error, and records it on its
+// span.
+func (c *Coordinator) refuse(span trace.Span, m *nats.Msg, e *messages.Error) {
+	span.SetAttributes(tracing.ErrorCodeKey.String(e.Code), tracing.ErrorType(e.Code))
+	span.SetStatus(codes.Error, e.Message)
+	c.replyError(m, e)
+}
+
+func (c *Coordinator) replyAccept(ctx context.Context, span trace.Span, m *nats.Msg, req messages.BatchRequest) {
+	span.SetName(tracing.SpanName(tracing.SpanAccept, req.Activity))
+	span.SetAttributes(tracing.ActivityKey.String(req.Activity))
 	r, e := c.accept(ctx, req)
 	if e != nil {
-		c.replyError(m, e)
+		c.refuse(span, m, e)
 		return
 	}
+	span.SetAttributes(tracing.BatchIDKey.String(r.BatchID), tracing.TotalKey.Int(r.Total), tracing.ExistingKey.Bool(r.Existing))
 	c.reply(m, r)
 }
 
@@ -102,7 +132,7 @@ func (c *Coordinator) accept(ctx context.Context, req messages.BatchRequest) (*m
 	if tok.after, err = c.resultsAfter(ctx); err != nil {
 		return nil, unavailable(err)
 	}
-	ack, err := c.publishToken(ctx, tok, body)
+	ack, err := c.publishToken(ctx, tok, body, trace.SpanContextFromContext(ctx))
 	if topology.IsDuplicateResult(err) || (err == nil && ack.Duplicate) {
 		// A concurrent submit of the same id stored its token first.
 		return c.existing(ctx, req.ID)
@@ -321,19 +351,22 @@ func (c *Coordinator) handleUpdate(m *nats.Msg) {
 // handleRedrive submits a new batch made of the failed (and not run) items
 // of a finished batch, linked to it by redrive_of.
 func (c *Coordinator) handleRedrive(m *nats.Msg) {
-	r, e := messages.DecodeRedriveRequest(m.Data)
-	if e != nil {
-		c.replyError(m, e)
-		return
-	}
 	ctx, cancel := context.WithTimeout(c.runCtx, requestTimeout)
 	defer cancel()
-	req, e := c.redriveRequest(ctx, r)
+	ctx, span := c.startAccept(ctx, m)
+	defer span.End()
+	r, e := messages.DecodeRedriveRequest(m.Data)
 	if e != nil {
-		c.replyError(m, e)
+		c.refuse(span, m, e)
 		return
 	}
-	c.replyAccept(ctx, m, req)
+	span.SetAttributes(tracing.RedriveOfKey.String(r.BatchID))
+	req, e := c.redriveRequest(ctx, r)
+	if e != nil {
+		c.refuse(span, m, e)
+		return
+	}
+	c.replyAccept(ctx, span, m, req)
 }
 
 func (c *Coordinator) redriveRequest(ctx context.Context, r messages.RedriveRequest) (messages.BatchRequest, *messages.Error) {

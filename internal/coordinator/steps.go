@@ -35,7 +35,7 @@ func (d *driver) publishStep(ctx context.Context, step messages.Step) error {
 	}
 	wm := messages.NewWorkMessage(d.batch, spec.Activity, d.m.State().Options)
 	wm.Step, wm.Input = step, input
-	msg, err := d.c.encodeWork(&wm, messages.StepMsgID(d.batch, step))
+	msg, err := d.encodeWork(&wm, messages.StepMsgID(d.batch, step))
 	if err != nil {
 		return err
 	}

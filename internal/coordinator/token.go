@@ -8,8 +8,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/messages"
+	"github.com/fanoutdev/fanout/internal/tracing"
 )
 
 // A batch's token is its accepted request, stored on the control stream
@@ -37,12 +39,16 @@ type token struct {
 	// stream's start. With 1,000,000 results kept, a 10-item batch took
 	// 424 ms from the start. 0: from the start.
 	after uint64
+	// parent: the trace context the batch's spans go under (the accept's).
+	parent trace.SpanContext
 }
 
-// publishToken stores an accepted request's token.
-func (c *Coordinator) publishToken(ctx context.Context, t *token, body []byte) (*jetstream.PubAck, error) {
+// publishToken stores an accepted request's token, with the trace context
+// its batch's spans go under.
+func (c *Coordinator) publishToken(ctx context.Context, t *token, body []byte, parent trace.SpanContext) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(c.names.Token(t.req.ID))
 	msg.Data = body
+	tracing.HeadersOf(parent).Set(msg.Header)
 	msg.Header.Set(totalHeader, strconv.Itoa(t.total))
 	if t.after > 0 {
 		msg.Header.Set(afterHeader, strconv.FormatUint(t.after, 10))
@@ -81,6 +87,9 @@ func decodeToken(batch string, data []byte, h nats.Header, seq uint64, t time.Ti
 		tok.total = len(tok.req.Items)
 	}
 	tok.after, _ = strconv.ParseUint(h.Get(afterHeader), 10, 64)
+	if tracing.HasContext(h) {
+		tok.parent = trace.SpanContextFromContext(tracing.Extract(context.Background(), h))
+	}
 	return tok, nil
 }
 

@@ -51,13 +51,14 @@ func (d *driver) workMessage(from, to, attempt int, form aggregate.WorkForm) (*n
 	if form == aggregate.FormUnpacked {
 		id = messages.UnpackedMsgID(d.batch, from)
 	}
-	return d.c.encodeWork(&wm, id)
+	return d.encodeWork(&wm, id)
 }
 
 // encodeWork makes the message of a work message (items and steps alike)
-// with its de-duplication id: a republish after a crash is a no-op within
-// the stream's duplicate window.
-func (c *Coordinator) encodeWork(wm *messages.WorkMessage, id string) (*nats.Msg, error) {
+// with its de-duplication id (a republish after a crash is a no-op within
+// the stream's duplicate window) and the batch span's trace context.
+func (d *driver) encodeWork(wm *messages.WorkMessage, id string) (*nats.Msg, error) {
+	c := d.c
 	data, err := messages.Encode(wm)
 	if err != nil {
 		return nil, fmt.Errorf("encode work of %s: %w", wm.BatchID, err)
@@ -65,6 +66,7 @@ func (c *Coordinator) encodeWork(wm *messages.WorkMessage, id string) (*nats.Msg
 	msg := nats.NewMsg(c.names.Work(wm.Activity, wm.BatchID))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, id)
+	d.traceHd.Set(msg.Header)
 	return msg, nil
 }
 

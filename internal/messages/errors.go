@@ -15,6 +15,9 @@ const (
 	CodeInternal        = "internal"         // a bug or an unexpected server error
 )
 
+// Codes lists every error code.
+var Codes = []string{CodeInvalidJSON, CodeInvalidRequest, CodeUnknownActivity, CodeTooLarge, CodeNotFound, CodeUnsupported, CodeUnavailable, CodeInternal}
+
 // Error is the error object of an ErrorReply.
 type Error struct {
 	Code    string `json:"code"`

@@ -73,6 +73,20 @@ func (n Names) Cancel() string  { return n.Prefix + ".cancel" }
 func (n Names) Update() string  { return n.Prefix + ".update" }
 func (n Names) Redrive() string { return n.Prefix + ".redrive" }
 
+// Requests are the requests the coordinators answer, by the last token of
+// their subjects.
+var Requests = []string{"submit", "status", "cancel", "update", "redrive"}
+
+// Request returns the request a request subject names ("submit" for
+// fanout.submit), or "".
+func (n Names) Request(subject string) string {
+	r, ok := strings.CutPrefix(subject, n.Prefix+".")
+	if !ok {
+		return ""
+	}
+	return r
+}
+
 // CoordinatorQueue is the queue group the coordinators answer requests in.
 func (n Names) CoordinatorQueue() string { return n.Prefix + "-coordinators" }
 

@@ -40,6 +40,9 @@ const (
 )
 
 // Final reports whether no more items will be counted for the batch.
+// FinalStatuses are the statuses a batch ends with.
+var FinalStatuses = []Status{StatusCompleted, StatusFailed, StatusCanceled, StatusTimedOut}
+
 func (s Status) Final() bool {
 	switch s {
 	case StatusCompleted, StatusFailed, StatusCanceled, StatusTimedOut:

@@ -150,7 +150,8 @@ func flowControl(s string) string   { return "$JS.FC." + s + ".>" }
 // Coordinator: administers the six streams (create, update, look up; never
 // delete), reads and writes the batch state and the object store, publishes
 // work, batch tokens, aggregates, progress and pokes, consumes batch tokens
-// and results, serves submit / status / cancel / update / redrive in the
+// and results, reads the workers bucket (live workers, for its metrics),
+// serves submit / status / cancel / update / redrive in the
 // coordinators' queue group, and replies to requests.
 //
 // Worker: looks the work and results streams up at start, creates or
@@ -209,6 +210,10 @@ func coordinatorPermission(o Options, n messages.Names) Permission {
 		streamPurge(s.Results), api + "STREAM.MSG.DELETE." + s.Done,
 		// Account info: creating a KV bucket checks JetStream is enabled.
 		api + "INFO",
+	}
+	// The live workers per activity, for the metrics (coordinator/stats.go).
+	for _, u := range readerUses("KV_" + n.WorkersBucket()) {
+		coord.Publish = append(coord.Publish, u.subject)
 	}
 	for _, st := range s.All() {
 		coord.Publish = append(coord.Publish, streamInfo(st), streamCreate(st), streamUpdate(st), msgGet(st))
