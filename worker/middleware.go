@@ -24,7 +24,7 @@ func Logging(l zerolog.Logger) Middleware {
 				ev = l.Warn().Err(err)
 			}
 			ev.Str("batch_id", info.BatchID).Int("item", info.Item).Str("activity", info.Activity).
-				Int("attempt", info.Attempt).Dur("took", time.Since(start)).Msg("item attempt")
+				Int("attempt", info.Attempt).Stringer("took", time.Since(start)).Msg("item attempt")
 			return out, err
 		})
 	}

@@ -38,6 +38,12 @@ func TestMiddleware(t *testing.T) {
 	if len(recorded) != 2 || recorded[0] != "act:handler " || recorded[1] != "act:bad inpu" {
 		t.Fatalf("recorded %q", recorded)
 	}
+	var took struct{ Took string }
+	if err := json.Unmarshal(bytes.SplitN(logs.Bytes(), []byte("\n"), 2)[0], &took); err != nil {
+		t.Fatalf("log line: %v", err)
+	} else if _, err := time.ParseDuration(took.Took); err != nil {
+		t.Errorf("took %q is not a duration such as 1.5ms: %v", took.Took, err)
+	}
 	for _, want := range []string{`"batch_id":"b"`, `"item":7`, `"attempt":2`, `"level":"warn"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Fatalf("log lacks %s: %s", want, logs.String())

@@ -40,7 +40,7 @@ func defaultConfig() config {
 	return config{
 		prefix:          messages.DefaultPrefix,
 		name:            host + "-" + uuid.NewString()[:8],
-		concurrency:     16,
+		concurrency:     DefaultConcurrency,
 		ackWait:         30 * time.Second,
 		maxAckPending:   20_000,
 		shutdownTimeout: 30 * time.Second,
@@ -48,6 +48,10 @@ func defaultConfig() config {
 		logger:          zerolog.Nop(),
 	}
 }
+
+// DefaultConcurrency is the items a worker runs at once unless
+// WithConcurrency says otherwise.
+const DefaultConcurrency = 16
 
 // Option configures a Worker.
 type Option func(*config) error

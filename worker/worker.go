@@ -486,7 +486,7 @@ func (w *Worker) runItem(activity string, h Handler, wm *messages.WorkMessage, i
 		log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Msg("item failed")
 		return res, endItem(span, outcome, err), -1, false
 	}
-	log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Dur("delay", delay).Msg("item will be retried")
+	log.Debug().Err(err).Int("item", it.Item).Int("attempt", attemptN).Stringer("delay", delay).Msg("item will be retried")
 	return res, endItem(span, outcome, err), delay, false
 }
 

@@ -39,9 +39,12 @@ func main() {
 	}
 	cfg.URL, cfg.Prefix, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.ConnectOptions
 	cfg.Logger, cfg.Topology.Memory, cfg.HTTPAddr = svc.Logger, svc.Memory, svc.HTTPAddr
+	cfg.TracerProvider = svc.Tracing.Provider()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := coordinator.Run(ctx, cfg); err != nil {
+	err = coordinator.Run(ctx, cfg)
+	svc.Close()
+	if err != nil {
 		cfg.Logger.Error().Err(err).Msg("coordinator failed")
 		os.Exit(1)
 	}

@@ -44,9 +44,12 @@ func main() {
 	}
 	cfg.URL, cfg.Prefix, cfg.JSDomain, cfg.ConnectOptions = svc.Conn.URL, svc.Conn.Prefix, svc.Conn.JSDomain, svc.ConnectOptions
 	cfg.Logger, cfg.Memory, cfg.HTTPAddr = svc.Logger, svc.Memory, svc.HTTPAddr
+	cfg.TracerProvider = svc.Tracing.Provider()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := workerd.Run(ctx, cfg); err != nil {
+	err = workerd.Run(ctx, cfg)
+	svc.Close()
+	if err != nil {
 		cfg.Logger.Error().Err(err).Msg("worker failed")
 		os.Exit(1)
 	}

@@ -9,8 +9,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
 
 	"github.com/fanoutdev/fanout/internal/config"
+	"github.com/fanoutdev/fanout/internal/tracing/export"
 )
 
 // Exit codes scripts can rely on.
@@ -39,6 +41,10 @@ type globals struct {
 	in      io.Reader
 	out     io.Writer
 	errOut  io.Writer
+	// tracing exports spans when the OTEL_* variables ask for it (nil:
+	// off): the client's and, in dev and demo, the coordinator's and the
+	// workers'.
+	tracing *export.Tracing
 }
 
 // Execute runs the CLI with args and returns the process exit code.
@@ -87,6 +93,16 @@ batch goes on: fanout watch or fanout wait picks it up again).`,
 		if err := g.conn.Validate(); err != nil {
 			return &ExitError{Code: ExitUsage, Err: err}
 		}
+		log, err := g.logging.Logger(g.errOut)
+		if err != nil {
+			return &ExitError{Code: ExitUsage, Err: err}
+		}
+		if g.tracing, err = export.Setup(ctx, "fanout", log); err != nil {
+			return &ExitError{Code: ExitUsage, Err: err}
+		}
+		if tp := g.tracing.Provider(); tp != nil {
+			otel.SetTracerProvider(tp) // the client's spans
+		}
 		return nil
 	}
 	root.AddCommand(newDevCmd(g), newDemoCmd(g), newBenchCmd(g))
@@ -95,6 +111,9 @@ batch goes on: fanout watch or fanout wait picks it up again).`,
 		newLsCmd(g), newWorkersCmd(g), newUICmd(g), newPingCmd(g), newConformanceCmd(g))
 	root.SetFlagErrorFunc(suggestFlag)
 	err := root.Execute()
+	flushCtx, cancel := context.WithTimeout(context.Background(), export.ShutdownTimeout)
+	_ = g.tracing.Shutdown(flushCtx)
+	cancel()
 	if err == nil {
 		return ExitOK
 	}

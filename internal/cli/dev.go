@@ -56,7 +56,7 @@ func (g *globals) startStack(ctx context.Context, d *devFlags) (*embedded.Stack,
 	stack, err := embedded.StartStack(ctx, embedded.StackConfig{
 		DataDir: d.dataDir, Host: d.host, Port: d.port,
 		Workers: d.workers, Concurrency: d.concurrency,
-		Prefix: g.conn.Prefix, Logger: log,
+		Prefix: g.conn.Prefix, Logger: log, TracerProvider: g.tracing.Provider(),
 	})
 	if err != nil {
 		if ctx.Err() != nil {

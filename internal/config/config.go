@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 
 	"github.com/fanoutdev/fanout/internal/messages"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -244,11 +245,19 @@ func (l *Logging) Logger(w io.Writer) (zerolog.Logger, error) {
 	switch l.Format {
 	case "json":
 	case "text":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !colour(w)}
 	default:
 		return zerolog.Nop(), fmt.Errorf("log format %q: use json or text", l.Format)
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// colour reports whether text logs to w may have colour codes: only on a
+// terminal, and not when NO_COLOR is set (no-color.org). A file or a pipe
+// gets plain text.
+func colour(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == ""
 }
 
 // Storage parses a storage name: it reports whether it means memory.

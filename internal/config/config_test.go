@@ -1,7 +1,10 @@
 package config_test
 
 import (
+	"bytes"
 	"flag"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/fanoutdev/fanout/internal/config"
@@ -32,5 +35,33 @@ func TestJetStreamDomain(t *testing.T) {
 		if _, err := parse("--js-domain", bad); err == nil {
 			t.Errorf("domain %q accepted", bad)
 		}
+	}
+}
+
+// Text logs carry no colour codes when they do not go to a terminal (a
+// file, a pipe, a buffer).
+func TestTextLogsWithoutTerminalHaveNoColour(t *testing.T) {
+	var buf bytes.Buffer
+	l := config.Logging{Level: "info", Format: "text"}
+	log, err := l.Logger(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn().Str("batch_id", "b").Msg("hello")
+	if strings.Contains(buf.String(), "\x1b[") || !strings.Contains(buf.String(), "batch_id=b") {
+		t.Errorf("text log to a buffer: %q", buf.String())
+	}
+	f, err := os.CreateTemp(t.TempDir(), "log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if log, err = l.Logger(f); err != nil {
+		t.Fatal(err)
+	}
+	log.Error().Msg("to a file")
+	b, _ := os.ReadFile(f.Name())
+	if strings.Contains(string(b), "\x1b[") || !strings.Contains(string(b), "to a file") {
+		t.Errorf("text log to a file: %q", b)
 	}
 }

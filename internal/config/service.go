@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fanoutdev/fanout/internal/observe"
+	"github.com/fanoutdev/fanout/internal/tracing/export"
 )
 
 // Service holds what the coordinator and worker binaries share: the
@@ -30,6 +32,9 @@ type Service struct {
 	Logger         zerolog.Logger
 	Memory         bool
 	ConnectOptions []nats.Option
+	// Tracing exports spans when the OTEL_* variables ask for it (nil:
+	// off); Close flushes it.
+	Tracing *export.Tracing
 }
 
 // NewService registers the shared flags of the binary name; storageUsage
@@ -71,7 +76,19 @@ func (s *Service) Parse(args []string) error {
 	if err == nil {
 		s.ConnectOptions, err = s.Conn.LoggedOptions("fanout-"+s.Name, s.Logger)
 	}
+	if err == nil {
+		s.Tracing, err = export.Setup(context.Background(), "fanout-"+s.Name, s.Logger)
+	}
 	return err
+}
+
+// Close flushes the spans not exported yet.
+func (s *Service) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), export.ShutdownTimeout)
+	defer cancel()
+	if err := s.Tracing.Shutdown(ctx); err != nil {
+		s.Logger.Warn().Err(err).Msg("flushing spans")
+	}
 }
 
 // Exit reports a configuration error and exits 2.

@@ -341,7 +341,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.wg.Add(1)
 	go c.takeTokens()
 	c.started.Store(true)
-	c.log.Info().Str("prefix", c.cfg.Prefix).Dur("lease", c.cfg.Lease).Msg("coordinator started")
+	c.log.Info().Str("prefix", c.cfg.Prefix).Stringer("lease", c.cfg.Lease).Msg("coordinator started")
 	return nil
 }
 

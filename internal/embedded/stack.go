@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/coordinator"
 	"github.com/fanoutdev/fanout/internal/topology"
@@ -24,6 +25,9 @@ type StackConfig struct {
 	Concurrency int    // items per worker at once, default 16
 	Prefix      string
 	Logger      zerolog.Logger
+	// TracerProvider records the coordinator's and workers' spans (nil:
+	// none).
+	TracerProvider trace.TracerProvider
 }
 
 // Stack is all of fanout in one process: an embedded server, a
@@ -68,7 +72,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		s.Stop(ctx)
 		return nil, err
 	}
-	s.coordinator, err = coordinator.New(coordinator.Config{Conn: nc, Prefix: cfg.Prefix, Name: "dev-coordinator", Logger: cfg.Logger})
+	s.coordinator, err = coordinator.New(coordinator.Config{Conn: nc, Prefix: cfg.Prefix, Name: "dev-coordinator", Logger: cfg.Logger, TracerProvider: cfg.TracerProvider})
 	if err == nil {
 		err = s.coordinator.Start(ctx)
 	}
@@ -85,7 +89,7 @@ func StartStack(ctx context.Context, cfg StackConfig) (*Stack, error) {
 		}
 		w, err := workerd.New(nc, workerd.Config{
 			Prefix: cfg.Prefix, Name: fmt.Sprintf("dev-worker-%d", i+1),
-			Concurrency: cfg.Concurrency, Logger: cfg.Logger,
+			Concurrency: cfg.Concurrency, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider,
 		})
 		if err == nil {
 			err = w.Start(ctx)

@@ -3,6 +3,7 @@
 package workerd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fanoutdev/fanout/internal/builtin"
 	"github.com/fanoutdev/fanout/internal/observe"
@@ -39,7 +41,9 @@ type Config struct {
 	// HTTPAddr serves /healthz, /readyz and /metrics when set (Run only).
 	HTTPAddr string
 	Observer worker.Observer
-	Logger   zerolog.Logger
+	// TracerProvider records a span per item attempt (nil: none).
+	TracerProvider trace.TracerProvider
+	Logger         zerolog.Logger
 }
 
 // extraActivities returns activities served besides the built-ins: none,
@@ -52,6 +56,9 @@ func New(nc *nats.Conn, cfg Config) (*worker.Worker, error) {
 	opts := []worker.Option{worker.WithLogger(cfg.Logger)}
 	if cfg.Observer != nil {
 		opts = append(opts, worker.WithObserver(cfg.Observer))
+	}
+	if cfg.TracerProvider != nil {
+		opts = append(opts, worker.WithTracerProvider(cfg.TracerProvider))
 	}
 	if cfg.Prefix != "" {
 		opts = append(opts, worker.WithPrefix(cfg.Prefix))
@@ -112,12 +119,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer topology.Drain(nc, 10*time.Second)
 	reg := observe.NewRegistry()
+	var metrics *observe.WorkerMetrics
 	if cfg.Observer == nil {
-		cfg.Observer = observe.NewWorkerMetrics(reg, max(cfg.Concurrency, 1))
+		metrics = observe.NewWorkerMetrics(reg, cmp.Or(cfg.Concurrency, worker.DefaultConcurrency))
+		cfg.Observer = metrics
 	}
 	w, err := New(nc, cfg)
 	if err != nil {
 		return err
+	}
+	if metrics != nil {
+		metrics.Activities(w.Activities())
 	}
 	httpSrv, err := observe.Start(cfg.HTTPAddr, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

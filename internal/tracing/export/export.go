@@ -66,18 +66,19 @@ func Enabled(getenv func(string) string) (bool, error) {
 	case "none":
 		return false, nil
 	case "otlp":
-		return true, checkEnv(getenv)
 	case "":
 		// Off unless an endpoint says where to: a process configured with
 		// nothing must start no exporter.
-		on := getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
-		if !on {
+		if getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
 			return false, nil
 		}
-		return true, checkEnv(getenv)
 	default:
 		return false, fmt.Errorf("$OTEL_TRACES_EXPORTER=%q: fanout exports spans with otlp (or none)", v)
 	}
+	if err := checkEnv(getenv); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // checkEnv checks the protocol and the sampler, which the SDK would
