@@ -18,7 +18,8 @@ type JetStreamStats struct {
 	Account *AccountStats
 }
 
-// StreamStats is a stream's use and its limits (a limit <= 0: none).
+// StreamStats is a stream's use and its limits (a limit <= 0: none,
+// exported as -1).
 type StreamStats struct {
 	Name                  string
 	Messages, Bytes       uint64
@@ -69,16 +70,16 @@ func NewJetStreamCollector(read func(context.Context) (*JetStreamStats, error), 
 		streamMsgs:         d("fanout_stream_messages", "Messages stored in a fanout stream.", "stream"),
 		streamBytes:        d("fanout_stream_bytes", "Bytes stored in a fanout stream.", "stream"),
 		streamConsumers:    d("fanout_stream_consumers", "Consumers of a fanout stream.", "stream"),
-		streamMaxMsgs:      d("fanout_stream_max_messages", "The stream's limit on messages (present only when it has one).", "stream"),
-		streamMaxBytes:     d("fanout_stream_max_bytes", "The stream's limit on bytes (present only when it has one).", "stream"),
-		streamMaxConsumers: d("fanout_stream_max_consumers", "The stream's limit on consumers (present only when it has one).", "stream"),
+		streamMaxMsgs:      d("fanout_stream_max_messages", "The stream's limit on messages (-1: none).", "stream"),
+		streamMaxBytes:     d("fanout_stream_max_bytes", "The stream's limit on bytes (-1: none).", "stream"),
+		streamMaxConsumers: d("fanout_stream_max_consumers", "The stream's limit on consumers (-1: none).", "stream"),
 		workMsgs:           d("fanout_work_messages", "Work messages stored for an activity: queued or running, not yet acked.", "activity"),
 		workAckPending:     d("fanout_work_ack_pending_messages", "Work messages of an activity delivered to a worker and not yet acked.", "activity"),
 		workPulls:          d("fanout_work_pull_requests", "Pull requests workers of an activity have waiting for work.", "activity"),
 		workers:            d("fanout_workers", "Live workers serving an activity (heartbeats in the workers bucket).", "activity"),
 		workersConcurrency: d("fanout_workers_concurrency", "Items the live workers serving an activity may run at once, summed.", "activity"),
 		accountBytes:       d("fanout_jetstream_account_bytes", "JetStream storage the account uses, by storage (file, memory).", "storage"),
-		accountMaxBytes:    d("fanout_jetstream_account_max_bytes", "The account's JetStream storage limit, by storage (present only when it has one).", "storage"),
+		accountMaxBytes:    d("fanout_jetstream_account_max_bytes", "The account's JetStream storage limit, by storage (-1: none).", "storage"),
 	}
 }
 
@@ -103,9 +104,10 @@ func (c *jetStreamCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, label)
 	}
 	limit := func(d *prometheus.Desc, v int64, label string) {
-		if v > 0 {
-			gauge(d, float64(v), label)
+		if v <= 0 {
+			v = -1 // none: a use ÷ limit ratio stays below 0
 		}
+		gauge(d, float64(v), label)
 	}
 	for _, s := range st.Streams {
 		gauge(c.streamMsgs, float64(s.Messages), s.Name)
