@@ -229,9 +229,12 @@ func (c *Client) Submit(ctx context.Context, req BatchRequest) (r *SubmitReply, 
 
 // startSpan starts the span of a request that makes a batch.
 func (c *Client) startSpan(ctx context.Context, op, activity, subject string) (context.Context, trace.Span) {
-	return c.tracer.Start(ctx, tracing.SpanName(op, activity), trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(tracing.Messaging(tracing.OpSend, op, subject)...),
-		trace.WithAttributes(tracing.ActivityKey.String(activity)))
+	ctx, span := c.tracer.Start(ctx, tracing.SpanName(op, activity), trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(tracing.Messaging(tracing.OpSend, op, subject)...))
+	if activity != "" && span.IsRecording() {
+		span.SetAttributes(tracing.ActivityKey.String(activity))
+	}
+	return ctx, span
 }
 
 // endSpan ends it with the batch made, or the error.
