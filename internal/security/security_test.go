@@ -135,7 +135,7 @@ func (d *deployment) connect(r security.Role, rec *recorder) *nats.Conn {
 	return nc
 }
 
-func (d *deployment) startCoordinator(rec *recorder) {
+func (d *deployment) startCoordinator(rec *recorder) *coordinator.Coordinator {
 	t := d.t
 	t.Helper()
 	c, err := coordinator.New(coordinator.Config{
@@ -155,6 +155,7 @@ func (d *deployment) startCoordinator(rec *recorder) {
 		defer cancel()
 		_ = c.Stop(ctx)
 	})
+	return c
 }
 
 func (d *deployment) startWorker(nc *nats.Conn, rec *recorder, opts ...worker.Option) {
@@ -231,13 +232,14 @@ func checkEcho(t *testing.T, agg *client.Aggregate, items []json.RawMessage) {
 type roles struct {
 	workerNC, clientNC             *nats.Conn
 	client                         *client.Client
+	coord                          *coordinator.Coordinator
 	coordRec, workerRec, clientRec *recorder
 }
 
 func (d *deployment) start(workerOpts ...worker.Option) *roles {
 	d.t.Helper()
 	r := &roles{coordRec: newRecorder(), workerRec: newRecorder(), clientRec: newRecorder()}
-	d.startCoordinator(r.coordRec)
+	r.coord = d.startCoordinator(r.coordRec)
 	r.workerNC = d.connect(security.Worker, r.workerRec)
 	d.startWorker(r.workerNC, r.workerRec, workerOpts...)
 	r.clientNC = d.connect(security.Client, r.clientRec)

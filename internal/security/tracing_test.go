@@ -19,7 +19,8 @@ import (
 // back, and the aggregate reaches the client through a stream export. The
 // worker adds trace headers to a result only when its work message had
 // them, so a result stored with the caller's trace id shows the whole way
-// there; the aggregate the client receives carries it too.
+// there; the aggregate the client receives carries it too. And the
+// coordinator reads what its metrics show of JetStream within its role.
 func TestTraceContextAcrossLayouts(t *testing.T) {
 	t.Parallel()
 	eachLayout(t, func(t *testing.T, d *deployment) {
@@ -67,6 +68,20 @@ func TestTraceContextAcrossLayouts(t *testing.T) {
 		}
 		if tp := got[0].Header.Get(tracing.TraceParent); !strings.Contains(tp, want) {
 			t.Errorf("aggregate received with traceparent %q, want trace %s", tp, want)
+		}
+		// What a scrape of the coordinator's metrics reads of JetStream
+		// is within its role.
+		st, err := r.coord.JetStreamStats(ctx)
+		if err != nil {
+			t.Fatalf("JetStream stats with the coordinator's permissions: %v (violations %q)", err, r.coordRec.violations())
+		}
+		if len(st.Streams) != 6 || len(st.Activities) == 0 || st.Account == nil {
+			t.Errorf("JetStream stats: %+v", st)
+		}
+		for _, a := range st.Activities {
+			if a.Activity == "echo" && a.Workers != 1 {
+				t.Errorf("activity echo: %d live workers, want 1", a.Workers)
+			}
 		}
 		r.noViolations(t)
 	})
