@@ -202,20 +202,20 @@ func TestOneTracePerBatch(t *testing.T) {
 	if len(process) != len(want) {
 		t.Errorf("%d process spans, want %d", len(process), len(want))
 	}
-	handlers := 0
+	children := map[trace.SpanID]int{} // handler spans per process span
 	for _, s := range rec.Ended() {
 		if s.Name() == "handler work" {
-			handlers++
-			p, ok := byID[s.Parent().SpanID()]
-			if !ok || s.SpanContext().TraceID() != traceID {
+			if _, ok := byID[s.Parent().SpanID()]; !ok || s.SpanContext().TraceID() != traceID {
 				t.Errorf("handler span %s has parent %s, which is no process span of the trace", s.SpanContext().SpanID(), s.Parent().SpanID())
 				continue
 			}
-			_ = p
+			children[s.Parent().SpanID()]++
 		}
 	}
-	if handlers != len(want) {
-		t.Errorf("%d handler spans, want one per attempt (%d)", handlers, len(want))
+	for id, p := range byID {
+		if children[id] != 1 {
+			t.Errorf("process span of item %s attempt %s has %d handler spans under it, want 1", attr(p, "fanout.item"), attr(p, "fanout.attempt"), children[id])
+		}
 	}
 
 	// The results and the aggregate carry the trace id.
