@@ -140,9 +140,6 @@ func (t Headers) Set(h nats.Header) {
 	}
 }
 
-// Valid reports whether there is anything to set.
-func (t Headers) Valid() bool { return t.parent != nil }
-
 // Span names: an operation and the activity (low cardinality, so that a
 // tracing backend groups them).
 const (
@@ -164,27 +161,26 @@ func SpanName(op, activity string) string {
 // Attribute keys of fanout's own (the messaging ones are OpenTelemetry's
 // semantic conventions).
 const (
-	BatchIDKey      = attribute.Key("fanout.batch.id")
-	ItemKey         = attribute.Key("fanout.item")
-	ActivityKey     = attribute.Key("fanout.activity")
-	AttemptKey      = attribute.Key("fanout.attempt")
-	MaxAttemptsKey  = attribute.Key("fanout.max_attempts")
-	OutcomeKey      = attribute.Key("fanout.outcome")
-	StepKey         = attribute.Key("fanout.step")
-	TotalKey        = attribute.Key("fanout.batch.total")
-	SucceededKey    = attribute.Key("fanout.batch.succeeded")
-	FailedKey       = attribute.Key("fanout.batch.failed")
-	EpochKey        = attribute.Key("fanout.batch.epoch")
-	ResumedKey      = attribute.Key("fanout.batch.resumed")
-	ErrorCodeKey    = attribute.Key("fanout.error.code")
-	CoordinatorKey  = attribute.Key("fanout.coordinator")
-	WorkerKey       = attribute.Key("fanout.worker")
-	RedriveOfKey    = attribute.Key("fanout.batch.redrive_of")
-	ExistingKey     = attribute.Key("fanout.batch.existing")
-	GaveUpKey       = attribute.Key("fanout.gave_up")
-	ReasonKey       = attribute.Key("fanout.batch.reason")
-	HandedBackKey   = attribute.Key("fanout.batch.handed_back")
-	MessageItemsKey = semconv.MessagingBatchMessageCountKey
+	BatchIDKey     = attribute.Key("fanout.batch.id")
+	ItemKey        = attribute.Key("fanout.item")
+	ActivityKey    = attribute.Key("fanout.activity")
+	AttemptKey     = attribute.Key("fanout.attempt")
+	MaxAttemptsKey = attribute.Key("fanout.max_attempts")
+	OutcomeKey     = attribute.Key("fanout.outcome")
+	StepKey        = attribute.Key("fanout.step")
+	TotalKey       = attribute.Key("fanout.batch.total")
+	SucceededKey   = attribute.Key("fanout.batch.succeeded")
+	FailedKey      = attribute.Key("fanout.batch.failed")
+	EpochKey       = attribute.Key("fanout.batch.epoch")
+	ResumedKey     = attribute.Key("fanout.batch.resumed")
+	ErrorCodeKey   = attribute.Key("fanout.error.code")
+	CoordinatorKey = attribute.Key("fanout.coordinator")
+	WorkerKey      = attribute.Key("fanout.worker")
+	RedriveOfKey   = attribute.Key("fanout.batch.redrive_of")
+	ExistingKey    = attribute.Key("fanout.batch.existing")
+	GaveUpKey      = attribute.Key("fanout.gave_up")
+	ReasonKey      = attribute.Key("fanout.batch.reason")
+	HandedBackKey  = attribute.Key("fanout.batch.handed_back")
 )
 
 // Messaging returns the messaging attributes of an operation on a NATS
