@@ -102,37 +102,43 @@ func checkErrorReply(t *testing.T, what string, reply []byte, code string) {
 // subscription: it sees a second publish even when JetStream refuses to
 // store it, so it proves the aggregate was sent once, not just stored once.
 type doneCounter struct {
-	mu sync.Mutex
-	n  map[string]int
+	sub *nats.Subscription
+	n   map[string]int
 }
 
 func countDone(t *testing.T, env *testenv.Env) *doneCounter {
 	t.Helper()
-	dc := &doneCounter{n: map[string]int{}}
-	sub, err := env.Conn.Subscribe(names.DoneAll(), func(m *nats.Msg) {
-		dc.mu.Lock()
-		dc.n[m.Subject]++
-		dc.mu.Unlock()
-	})
+	sub, err := env.Conn.SubscribeSync(names.DoneAll())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	if err := env.Conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return dc
+	return &doneCounter{sub: sub, n: map[string]int{}}
 }
 
 // check asserts exactly one aggregate was published for each batch and none
 // for any other.
 func (dc *doneCounter) check(t *testing.T, env *testenv.Env, batches ...string) {
 	t.Helper()
+	// The server sends what it delivered to this connection before the
+	// flush's answer, and the client queues it in order: after the flush,
+	// every aggregate published so far is in the subscription's queue.
 	if err := env.Conn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	dc.mu.Lock()
-	defer dc.mu.Unlock()
+	for {
+		m, err := dc.sub.NextMsg(0)
+		if err != nil {
+			break
+		}
+		dc.n[m.Subject]++
+	}
 	want := map[string]bool{}
 	for _, b := range batches {
 		want[names.Done(b)] = true
